@@ -1,0 +1,20 @@
+"""Comments as admins see them."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from routers.problems import problem_responses
+from service import comments
+from service.comments import CommentPublic
+from service.deps import AdminDep, SessionDep
+
+router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
+
+
+@router.get("/{comment_id}", operation_id="get_comment", responses=problem_responses(404, 422))
+async def get_comment(comment_id: uuid.UUID, session: SessionDep, _admin: AdminDep) -> CommentPublic:
+    """A comment with its thread, its processing state and what processing found."""
+    return await comments.read(session, comment_id=comment_id)

@@ -1,0 +1,31 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from routers.problems import problem_responses
+from service import health
+
+router = APIRouter(tags=["health"])
+
+
+class Status(BaseModel):
+    """Probe result."""
+
+    status: str
+    checks: dict[str, str] = {}
+
+
+@router.get("/healthz", operation_id="healthz")
+async def healthz() -> Status:
+    """The process is up."""
+    return Status(status="ok")
+
+
+@router.get("/readyz", operation_id="readyz", responses=problem_responses(503))
+async def readyz(request: Request) -> Status:
+    """The database (and Redis, when configured) answer."""
+    checks = await health.check(request.app.state.engine, request.app.state.queue)
+    return Status(status="ok", checks=checks)

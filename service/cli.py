@@ -1,0 +1,131 @@
+"""The `switchboard` command: serve, worker, migrate, openapi, create-key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.models import Role
+from service.settings import Settings
+
+app = typer.Typer(help="Switchboard: comment moderation and response routing.", no_args_is_help=True)
+
+OPENAPI_PATH = Path("openapi/openapi.json")
+
+
+async def _migrate(settings: Settings) -> str | None:
+    from service import migrate
+    from service.database import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate.upgrade(engine)
+        return await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="API processes (use 1 with the in-process job backend).")] = 1,
+) -> None:
+    """Run the API with uvicorn (on SQLite, migrate the database first)."""
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level)
+    if settings.is_sqlite:
+        asyncio.run(_migrate(settings))
+    if workers > 1 and not settings.redis_url:
+        raise typer.BadParameter("several API processes need SWITCHBOARD_REDIS_URL (the arq backend)")
+    uvicorn.run(
+        "service.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run an arq worker (needs SWITCHBOARD_REDIS_URL); restarts its loop if Redis goes away."""
+    from arq.worker import create_worker
+
+    from workers.settings import worker_settings
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level)
+    log = logging.getLogger("switchboard.worker")
+    cls = worker_settings(settings)
+    while True:
+        try:
+            create_worker(cls).run()
+            return
+        except (ConnectionError, OSError) as exc:  # Redis went away: wait and start over
+            log.warning("worker lost Redis (%s); retrying in 2 s", exc)
+            import time
+
+            time.sleep(2)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest."""
+    settings = Settings()
+    revision = asyncio.run(_migrate(settings))
+    typer.echo(f"database at migration {revision}")
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the OpenAPI document.")] = OPENAPI_PATH,
+) -> None:
+    """Write the OpenAPI document of the API."""
+    from service.app import create_app
+
+    document = create_app(Settings()).openapi()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    typer.echo(f"wrote {output}")
+
+
+@app.command("create-key")
+def create_key(
+    role: Annotated[Role, typer.Option(help="admin or responder.")],
+    member: Annotated[str | None, typer.Option(help="Member id a responder key acts as.")] = None,
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from service import keys
+    from service.database import create_engine, create_session_factory, transaction
+
+    if role is Role.responder and not member:
+        raise typer.BadParameter("a responder key needs --member")
+
+    async def _create() -> str:
+        settings = Settings()
+        if settings.is_sqlite:
+            await _migrate(settings)
+        engine = create_engine(settings.database_url)
+        try:
+            async with transaction(create_session_factory(engine)) as session:
+                _, raw = await keys.create_key(session, role=role, name=name, member_id=member)
+            return raw
+        finally:
+            await engine.dispose()
+
+    typer.echo(asyncio.run(_create()))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

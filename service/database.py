@@ -1,0 +1,96 @@
+"""Engine, sessions and the few dialect-specific statements Switchboard needs (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine; on SQLite: WAL, a busy timeout, foreign keys, and BEGIN IMMEDIATE transactions."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so that we can BEGIN IMMEDIATE ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # A deferred transaction that reads and then writes fails with SQLITE_BUSY (no waiting) when another
+        # writer got in between; taking the write lock up front makes concurrent writers queue instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> SessionFactory:
+    """Sessions that keep objects usable after commit (we return them from use cases)."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """One unit of work outside a request (jobs, CLI): commits on success, rolls back on error."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+async def insert_ignore(
+    session: AsyncSession,
+    table: sa.Table,
+    values: Mapping[str, Any],
+    *,
+    conflict_columns: Sequence[str],
+    returning: sa.ColumnElement[Any] | None = None,
+) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING; returns the `returning` value, or None when the row existed."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+    if returning is not None:
+        stmt = stmt.returning(returning)
+        return (await session.execute(stmt)).scalar_one_or_none()
+    await session.execute(stmt)
+    return None
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """'sqlite' or 'postgresql'."""
+    bind = session.get_bind()
+    return bind.dialect.name
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise if the database cannot answer a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(sa.text("SELECT 1"))

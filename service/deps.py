@@ -1,0 +1,79 @@
+"""Request dependencies: settings, the unit of work (session + jobs to enqueue after commit), callers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.jobs import JobQueue
+from service.keys import Principal, authenticate, require_role
+from service.models import Role
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+class AfterCommit:
+    """Collects job ids during a request; they are enqueued only once the request's transaction commits."""
+
+    def __init__(self) -> None:
+        self.job_ids: list[uuid.UUID] = []
+
+    def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Enqueue these jobs after commit (dropped on rollback; the rows do not exist then)."""
+        self.job_ids.extend(job_ids)
+
+
+def get_jobs(request: Request) -> AfterCommit:
+    """The request's after-commit job list."""
+    jobs: AfterCommit | None = getattr(request.state, "jobs", None)
+    if jobs is None:
+        jobs = request.state.jobs = AfterCommit()
+    return jobs
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed once after the handler and before the response is sent."""
+    async with request.app.state.session_factory() as session:
+        yield session
+        await session.commit()
+    jobs: AfterCommit | None = getattr(request.state, "jobs", None)
+    if jobs is not None and jobs.job_ids:
+        queue: JobQueue = request.app.state.queue
+        await queue.enqueue(jobs.job_ids)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": the commit (and so the durability of what we acknowledge) happens before the response.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+JobsDep = Annotated[AfterCommit, Depends(get_jobs)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sbk_...`")
+
+
+async def get_principal(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller behind `Authorization: Bearer <key>`."""
+    return await authenticate(session, f"Bearer {credentials.credentials}" if credentials else None)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_admin(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold an admin key."""
+    return require_role(principal, Role.admin)
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,99 @@
+"""Every error the API can answer with, rendered as RFC 9457 problem+json by one handler.
+
+    SwitchboardError (500 internal)
+    ├── BadRequest (400 bad_request)
+    │   └── InvalidPayload (422 invalid_payload)
+    ├── Unauthenticated (401 unauthenticated)
+    │   └── InvalidSignature (401 invalid_signature)
+    ├── Forbidden (403 forbidden)
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)
+    │   └── AlreadyExists (409 already_exists)
+    ├── PayloadTooLarge (413 payload_too_large)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
+    └── NotReady (503 not_ready)
+
+Request-validation failures from FastAPI render as 422 `validation_error`; unknown routes as 404 `not_found`,
+wrong methods as 405 `method_not_allowed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SwitchboardError(Exception):
+    """Base error. `status` and `code` travel with the error; `code` is stable for clients."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class BadRequest(SwitchboardError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class InvalidPayload(BadRequest):
+    status = 422
+    code = "invalid_payload"
+    title = "The event payload is not valid"
+
+
+class Unauthenticated(SwitchboardError):
+    status = 401
+    code = "unauthenticated"
+    title = "A valid API key is required"
+
+
+class InvalidSignature(Unauthenticated):
+    code = "invalid_signature"
+    title = "The webhook signature could not be verified"
+
+
+class Forbidden(SwitchboardError):
+    status = 403
+    code = "forbidden"
+    title = "This API key may not do that"
+
+
+class NotFound(SwitchboardError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(SwitchboardError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+    title = "Already exists"
+
+
+class PayloadTooLarge(SwitchboardError):
+    status = 413
+    code = "payload_too_large"
+    title = "The request body is too large"
+
+
+class UnsupportedMediaType(SwitchboardError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class NotReady(SwitchboardError):
+    status = 503
+    code = "not_ready"
+    title = "A dependency is not reachable"

@@ -1,0 +1,27 @@
+"""Readiness: can we reach what we depend on?"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.database import ping
+from service.errors import NotReady
+from service.jobs import JobQueue
+
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+async def check(engine: AsyncEngine, queue: JobQueue) -> dict[str, str]:
+    """'ok' per dependency, or NotReady naming the ones that failed."""
+    results: dict[str, str] = {}
+    for name, probe in (("database", ping(engine)), ("queue", queue.ping())):
+        try:
+            await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+    if any(v != "ok" for v in results.values()):
+        raise NotReady("; ".join(f"{k} {v}" for k, v in results.items() if v != "ok"), checks=results)
+    return results

@@ -1,0 +1,96 @@
+"""Admin use cases over the job table: list (e.g. the dead letters) and retry."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import audit
+from service.errors import BadRequest, Conflict, NotFound
+from service.models import Job, JobState
+from service.models.base import utcnow
+
+MAX_PAGE = 500
+
+
+class JobPublic(BaseModel):
+    """A job row as admins see it."""
+
+    id: uuid.UUID
+    kind: str
+    comment_id: uuid.UUID
+    comment_version: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: datetime
+    available_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+def _public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job, from_attributes=True)
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(job_id)
+    except ValueError:
+        raise BadRequest("The cursor is not one this API returned.") from None
+
+
+async def list_jobs(session: AsyncSession, *, state: JobState | None, limit: int, cursor: str | None) -> JobPage:
+    """Jobs, newest first, optionally in one state."""
+    stmt = sa.select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(min(limit, MAX_PAGE) + 1)  # type: ignore[attr-defined]
+    if state is not None:
+        stmt = stmt.where(Job.state == state)  # type: ignore[arg-type]
+    if cursor is not None:
+        at, job_id = _decode_cursor(cursor)
+        stmt = stmt.where(sa.tuple_(Job.created_at, Job.id) < sa.tuple_(at, job_id))  # type: ignore[arg-type]
+    rows = list((await session.execute(stmt)).scalars())
+    page, more = rows[:limit], len(rows) > limit
+    return JobPage(items=[_public(j) for j in page], next_cursor=_encode_cursor(page[-1]) if more else None)
+
+
+async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tuple[JobPublic, list[uuid.UUID]]:
+    """Give a dead job a fresh set of attempts; returns it and the ids to enqueue after commit."""
+    job = (await session.execute(sa.select(Job).where(Job.id == job_id).with_for_update())).scalar_one_or_none()  # type: ignore[arg-type]
+    if job is None:
+        raise NotFound(f"There is no job {job_id}.")
+    if job.state != JobState.dead:
+        raise Conflict(f"Only dead jobs can be retried; this one is {job.state}.")
+    now = utcnow()
+    job.state = JobState.pending
+    job.attempts = 0
+    job.available_at = job.enqueued_at = now
+    job.finished_at = None
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="job.retried",
+        target_type="job",
+        target_id=str(job.id),
+        before={"state": JobState.dead},
+        after={"state": JobState.pending},
+    )
+    return _public(job), [job.id]

@@ -1,0 +1,23 @@
+"""SQLModel tables (importing this package registers them all on SQLModel.metadata)."""
+
+from service.models.auth import ApiKey, AuditEvent, Role
+from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
+from service.models.job import OPEN_JOB_STATES, Delivery, Job, JobKind, JobState
+from service.models.source import Source, SourceKind
+
+__all__ = [
+    "OPEN_JOB_STATES",
+    "ApiKey",
+    "AuditEvent",
+    "Comment",
+    "CommentAnalysis",
+    "CommentVersion",
+    "Delivery",
+    "Job",
+    "JobKind",
+    "JobState",
+    "Role",
+    "Source",
+    "SourceKind",
+    "Thread",
+]

@@ -1,0 +1,241 @@
+"""Background processing of comments: claim job rows, analyse, store the result, retry or dead-letter.
+
+Jobs are ids only and idempotent. A job row is claimed with a conditional UPDATE (exactly one runner at a
+time; a runner that vanished loses its lease after `job_lease_seconds`); the result is stored only while the
+claim still holds (fenced by the attempt number), and keyed by comment id, so a job run twice has one effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import sqlalchemy as sa
+from classifiers.pipeline import Analyser, Analysis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.database import SessionFactory, dialect_name, transaction
+from service.models import Comment, CommentAnalysis, Delivery, Job, JobState
+from service.models.base import utcnow
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job row this runner holds: `attempt` fences the result against a later runner of the same row."""
+
+    job_id: uuid.UUID
+    comment_id: uuid.UUID
+    attempt: int
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one call of process_jobs did (for logs and tests)."""
+
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+async def claim(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: datetime, lease: timedelta) -> list[Claim]:
+    """Take the given jobs that are due (pending and available, or running with an expired lease)."""
+    if not job_ids:
+        return []
+    stmt = (
+        sa.update(Job)
+        .where(
+            Job.id.in_(job_ids),  # type: ignore[attr-defined]
+            sa.or_(
+                sa.and_(Job.state == JobState.pending, Job.available_at <= now),  # type: ignore[arg-type,operator]
+                sa.and_(Job.state == JobState.running, Job.started_at < now - lease),  # type: ignore[arg-type,operator]
+            ),
+        )
+        .values(state=JobState.running, attempts=Job.attempts + 1, started_at=now)
+        .returning(Job.id, Job.comment_id, Job.attempts)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [Claim(job_id=r[0], comment_id=r[1], attempt=r[2]) for r in rows]
+
+
+async def process_jobs(
+    factory: SessionFactory, analyser: Analyser, job_ids: Sequence[uuid.UUID], *, settings: Settings
+) -> BatchReport:
+    """Run a batch of process_comment jobs; a failing comment is retried alone so it never sinks the batch."""
+    report = BatchReport()
+    now = utcnow()
+    async with transaction(factory) as session:
+        claims = await claim(session, job_ids, now=now, lease=timedelta(seconds=settings.job_lease_seconds))
+    report.claimed = len(claims)
+    report.skipped = len(job_ids) - len(claims)
+    if not claims:
+        return report
+    try:
+        await _run(factory, analyser, claims, report)
+    except Exception:
+        if len(claims) == 1:
+            log.exception("job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt)
+            await _record_failure(factory, claims[0], settings=settings)
+            report.failed += 1
+            return report
+        log.warning("a batch of %d failed; running its comments one by one", len(claims), exc_info=True)
+        for one in claims:
+            try:
+                await _run(factory, analyser, [one], report)
+            except Exception:
+                log.exception("job %s failed (attempt %d)", one.job_id, one.attempt)
+                await _record_failure(factory, one, settings=settings)
+                report.failed += 1
+    return report
+
+
+async def _run(factory: SessionFactory, analyser: Analyser, claims: Sequence[Claim], report: BatchReport) -> None:
+    async with factory() as session:
+        rows = (
+            await session.execute(
+                sa.select(Comment.id, Comment.body, Comment.version, Comment.deleted_at).where(
+                    Comment.id.in_([c.comment_id for c in claims])  # type: ignore[attr-defined]
+                )
+            )
+        ).all()
+    comments = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    live = [c for c in claims if c.comment_id in comments and comments[c.comment_id][2] is None]
+    started = time.perf_counter()
+    results = await analyser.analyse([comments[c.comment_id][0] for c in live]) if live else []
+    per_comment_ms = (time.perf_counter() - started) * 1000 / max(len(live), 1)
+    by_comment = {c.comment_id: (comments[c.comment_id][1], result) for c, result in zip(live, results, strict=True)}
+    async with transaction(factory) as session:
+        for one in claims:
+            held = await _finish(session, one, by_comment.get(one.comment_id), duration_ms=per_comment_ms)
+            report.done += held
+
+
+async def _finish(session: AsyncSession, one: Claim, result: tuple[int, Analysis] | None, *, duration_ms: float) -> int:
+    """Store the result and mark the job done, if this runner still holds the claim. 1 if it did."""
+    now = utcnow()
+    still_ours = (
+        await session.execute(
+            sa.update(Job)
+            .where(Job.id == one.job_id, Job.state == JobState.running, Job.attempts == one.attempt)  # type: ignore[arg-type]
+            .values(state=JobState.done, finished_at=now, last_error=None)
+            .returning(Job.id)
+        )
+    ).first()
+    if still_ours is None:
+        log.info("job %s was taken over or cancelled; dropping attempt %d's result", one.job_id, one.attempt)
+        return 0
+    if result is None:  # the comment was deleted meanwhile: nothing to store, nothing to do
+        return 1
+    version, analysis = result
+    await upsert_analysis(session, one.comment_id, version, analysis, duration_ms=duration_ms, now=now)
+    return 1
+
+
+async def upsert_analysis(
+    session: AsyncSession,
+    comment_id: uuid.UUID,
+    version: int,
+    analysis: Analysis,
+    *,
+    duration_ms: float,
+    now: datetime,
+) -> None:
+    """One analysis row per comment; an older version never overwrites a newer one."""
+    existing = await session.get(CommentAnalysis, comment_id, with_for_update=dialect_name(session) == "postgresql")
+    if existing is not None and existing.comment_version > version:
+        return
+    values = {
+        "comment_version": version,
+        "model_version": analysis.model_version,
+        "embedding": np.asarray(analysis.embedding, dtype="<f4").tobytes(),
+        "pii": [{"kind": p.kind, "start": p.start, "end": p.end} for p in analysis.pii],
+        "duration_ms": duration_ms,
+        "processed_at": now,
+    }
+    if existing is None:
+        session.add(CommentAnalysis(comment_id=comment_id, **values))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+    await session.flush()
+
+
+async def _record_failure(factory: SessionFactory, one: Claim, *, settings: Settings) -> None:
+    now = utcnow()
+    async with transaction(factory) as session:
+        job = await session.get(Job, one.job_id, with_for_update=dialect_name(session) == "postgresql")
+        if job is None or job.state != JobState.running or job.attempts != one.attempt:
+            return
+        job.last_error = traceback.format_exc()[-MAX_ERROR_LENGTH:]
+        if job.attempts >= job.max_attempts:
+            job.state = JobState.dead
+            job.finished_at = now
+            log.error("job %s is dead after %d attempts", job.id, job.attempts)
+        else:
+            job.state = JobState.pending
+            job.available_at = now + timedelta(seconds=settings.job_backoff_seconds * 2 ** (job.attempts - 1))
+            job.enqueued_at = None
+        await session.flush()
+
+
+async def due_jobs(factory: SessionFactory, *, settings: Settings, limit: int = 1000) -> list[uuid.UUID]:
+    """Job rows that should be (re-)enqueued now; marks them enqueued so the next sweep leaves them alone.
+
+    Pending rows that are available and were never enqueued (or were enqueued long ago and never started, e.g.
+    Redis lost them), and running rows whose runner has gone silent past the lease.
+    """
+    now = utcnow()
+    requeue_before = now - timedelta(seconds=settings.job_requeue_seconds)
+    lease_before = now - timedelta(seconds=settings.job_lease_seconds)
+    async with transaction(factory) as session:
+        stmt = (
+            sa.select(Job.id)
+            .where(
+                sa.or_(
+                    sa.and_(
+                        Job.state == JobState.pending,  # type: ignore[arg-type]
+                        Job.available_at <= now,  # type: ignore[arg-type,operator]
+                        sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before),  # type: ignore[union-attr,operator]
+                    ),
+                    sa.and_(
+                        Job.state == JobState.running,  # type: ignore[arg-type]
+                        Job.started_at < lease_before,  # type: ignore[arg-type,operator]
+                        sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before),  # type: ignore[union-attr,operator]
+                    ),
+                )
+            )
+            .order_by(Job.available_at)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        if dialect_name(session) == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        ids = list((await session.execute(stmt)).scalars())
+        if ids:
+            await mark_enqueued(session, ids, now=now)
+    return ids
+
+
+async def mark_enqueued(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
+    """Remember when jobs were handed to the queue backend."""
+    await session.execute(
+        sa.update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=now)  # type: ignore[attr-defined]
+    )
+
+
+async def prune_deliveries(factory: SessionFactory, *, settings: Settings) -> int:
+    """Forget webhook ids older than the retention period; returns how many."""
+    cutoff = utcnow() - timedelta(days=settings.delivery_retention_days)
+    async with transaction(factory) as session:
+        result = await session.execute(sa.delete(Delivery).where(Delivery.received_at < cutoff))  # type: ignore[arg-type]
+    return int(getattr(result, "rowcount", 0) or 0)

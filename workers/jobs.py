@@ -1,0 +1,37 @@
+"""arq job functions: ids in, a service call, nothing else."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from service import processing
+from service.jobs import reconcile as reconcile_sweep
+
+log = logging.getLogger(__name__)
+
+
+async def process_comment_jobs(ctx: dict[str, Any], job_ids: list[str]) -> dict[str, int]:
+    """Process the comments behind these job rows (idempotent: finished or taken rows are skipped)."""
+    report = await processing.process_jobs(
+        ctx["session_factory"], ctx["analyser"], [uuid.UUID(j) for j in job_ids], settings=ctx["settings"]
+    )
+    return {
+        "claimed": report.claimed,
+        "done": report.done,
+        "failed": report.failed,
+        "skipped": report.skipped,
+    }
+
+
+async def reconcile(ctx: dict[str, Any]) -> int:
+    """Re-enqueue job rows that are due (never enqueued, lost by Redis, or abandoned by a dead worker)."""
+
+    async def enqueue(job_ids: Sequence[uuid.UUID]) -> None:
+        for start in range(0, len(job_ids), 32):
+            chunk = [str(j) for j in job_ids[start : start + 32]]
+            await ctx["redis"].enqueue_job("process_comment_jobs", chunk)
+
+    return await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue)

@@ -1,0 +1,43 @@
+"""arq WorkerSettings for `switchboard worker`."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from service.jobs import PROCESS_JOB_FUNCTION
+from service.jobs import redis_settings as make_redis_settings
+from service.settings import Settings
+from workers import context, jobs
+
+assert jobs.process_comment_jobs.__name__ == PROCESS_JOB_FUNCTION
+
+
+def worker_settings(settings: Settings) -> type:
+    """A WorkerSettings class bound to these settings (arq wants a class with attributes)."""
+    if not settings.redis_url:
+        raise ValueError("SWITCHBOARD_REDIS_URL must be set to run an arq worker")
+    interval = max(1, int(settings.reconcile_interval_seconds))
+    seconds = set(range(0, 60, interval)) if interval < 60 else {0}
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"] = settings
+        await context.startup(ctx)
+        await jobs.reconcile(ctx)  # pick up whatever was left while no worker ran
+
+    class WorkerSettings:
+        functions: ClassVar[list[Any]] = [jobs.process_comment_jobs]
+        cron_jobs: ClassVar[list[Any]] = [cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False)]
+        on_startup = staticmethod(on_startup)
+        on_shutdown = staticmethod(context.shutdown)
+        redis_settings: ClassVar[RedisSettings] = make_redis_settings(settings.redis_url)
+        max_jobs = settings.worker_max_jobs
+        job_timeout = int(settings.job_lease_seconds)
+        keep_result = 60
+        max_tries = 1000  # retries are the job table's business (attempts, backoff, dead letters), not arq's
+        allow_abort_jobs = False
+        health_check_interval = 10
+
+    return WorkerSettings
