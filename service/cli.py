@@ -129,3 +129,7 @@ def create_key(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

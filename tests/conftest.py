@@ -79,8 +79,12 @@ async def _postgres_reachable() -> str | None:
     url = make_url(POSTGRES_ADMIN_URL)
     try:
         connection = await asyncpg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-            database=url.database, timeout=3,
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            timeout=3,
         )
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -98,8 +102,13 @@ async def postgres_database() -> AsyncIterator[str]:
         unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}", problem)
     admin = make_url(POSTGRES_ADMIN_URL)
     name = f"switchboard_test_{uuid.uuid4().hex[:10]}"
-    kwargs: dict[str, Any] = {"host": admin.host, "port": admin.port or 5432, "user": admin.username,
-                              "password": admin.password, "database": admin.database}
+    kwargs: dict[str, Any] = {
+        "host": admin.host,
+        "port": admin.port or 5432,
+        "user": admin.username,
+        "password": admin.password,
+        "database": admin.database,
+    }
     connection = await asyncpg.connect(**kwargs)
     await connection.execute(f'CREATE DATABASE "{name}"')
     await connection.close()

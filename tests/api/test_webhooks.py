@@ -59,7 +59,10 @@ async def test_redelivered_webhook_changes_nothing(client: httpx.AsyncClient) ->
     assert again.status_code == 200
     assert again.json() == {"id": first.json()["id"], "status": "duplicate", "outcome": "created"}
     assert await count_rows(client, Comment, Job, Delivery, CommentVersion) == {
-        "comment": 1, "job": 1, "delivery": 1, "comment_version": 1,
+        "comment": 1,
+        "job": 1,
+        "delivery": 1,
+        "comment_version": 1,
     }
 
 
@@ -78,9 +81,14 @@ async def test_edit_keeps_history_and_is_processed_again(client: httpx.AsyncClie
     created = await post_event(client, secret, comment_payload("c-8", body="first words"))
     await drain(client)
     edited = await post_event(
-        client, secret,
-        comment_payload("c-8", event="comment.updated", body="second words, call +44 20 7946 0958",
-                        updated_at="2026-11-21T11:00:00Z"),
+        client,
+        secret,
+        comment_payload(
+            "c-8",
+            event="comment.updated",
+            body="second words, call +44 20 7946 0958",
+            updated_at="2026-11-21T11:00:00Z",
+        ),
     )
     assert edited.json()["outcome"] == "updated"
     await drain(client)
@@ -94,10 +102,14 @@ async def test_edit_keeps_history_and_is_processed_again(client: httpx.AsyncClie
 
 async def test_stale_edit_arriving_late_is_ignored(client: httpx.AsyncClient) -> None:
     secret = await create_source(client)
-    await post_event(client, secret, comment_payload("c-9", event="comment.updated", body="newest",
-                                                     updated_at="2026-11-21T12:00:00Z"))
-    late = await post_event(client, secret, comment_payload("c-9", event="comment.updated", body="older",
-                                                            updated_at="2026-11-21T11:00:00Z"))
+    await post_event(
+        client,
+        secret,
+        comment_payload("c-9", event="comment.updated", body="newest", updated_at="2026-11-21T12:00:00Z"),
+    )
+    late = await post_event(
+        client, secret, comment_payload("c-9", event="comment.updated", body="older", updated_at="2026-11-21T11:00:00Z")
+    )
     assert late.json()["outcome"] == "ignored_stale"
     shown = (await client.get(f"/v1/comments/{late.json()['id']}", headers=ADMIN)).json()
     assert shown["body"] == "newest"
@@ -158,6 +170,7 @@ async def test_reply_is_a_comment_with_its_parent(client: httpx.AsyncClient) -> 
 
 # ---- refusals: every bad delivery gets a problem and writes nothing ---------------------------------------
 
+
 def _tamper(case: str, secret: str, body: bytes) -> tuple[dict[str, str], bytes]:
     now = int(time.time())
     headers = signed_headers(secret, body, webhook_id="msg_x", timestamp=now)
@@ -186,9 +199,18 @@ def _tamper(case: str, secret: str, body: bytes) -> tuple[dict[str, str], bytes]
 
 
 REJECTIONS = [
-    "missing webhook-id", "missing webhook-timestamp", "missing webhook-signature", "non-numeric timestamp",
-    "stale timestamp", "future timestamp", "wrong secret", "one byte changed", "re-serialised json",
-    "unknown version prefix", "signature for another id", "garbage signature",
+    "missing webhook-id",
+    "missing webhook-timestamp",
+    "missing webhook-signature",
+    "non-numeric timestamp",
+    "stale timestamp",
+    "future timestamp",
+    "wrong secret",
+    "one byte changed",
+    "re-serialised json",
+    "unknown version prefix",
+    "signature for another id",
+    "garbage signature",
 ]
 
 
@@ -218,8 +240,10 @@ async def test_one_of_several_signatures_is_enough(client: httpx.AsyncClient) ->
         ({**comment_payload(), "extra": 1}, ["extra"]),
         ({"type": "comment.exploded", "data": {}}, ["type"]),
         ({"type": "comment.created", "data": {**comment_payload()["data"], "likes": 3}}, ["data", "likes"]),
-        ({"type": "comment.created", "data": {**comment_payload()["data"], "created_at": "2026-11-21T10:00:00"}},
-         ["data", "created_at"]),
+        (
+            {"type": "comment.created", "data": {**comment_payload()["data"], "created_at": "2026-11-21T10:00:00"}},
+            ["data", "created_at"],
+        ),
     ],
 )
 async def test_invalid_event_is_422_with_field_errors_and_writes_nothing(
@@ -288,7 +312,9 @@ def test_standard_webhooks_published_test_vector_verifies() -> None:
     }
     now = datetime.fromtimestamp(1614265330, UTC)
     assert verify(body=body, headers=headers, secrets=[secret], tolerance_seconds=300, now=now) == headers["webhook-id"]
-    assert sign(secret, webhook_id=headers["webhook-id"], timestamp=1614265330, body=body) == headers["webhook-signature"]
+    assert (
+        sign(secret, webhook_id=headers["webhook-id"], timestamp=1614265330, body=body) == headers["webhook-signature"]
+    )
 
 
 def test_signatures_match_the_standardwebhooks_package() -> None:

@@ -1,0 +1,1 @@
+"""Load and throughput benchmarks (run as modules: `python -m benchmarks.ingest`)."""

@@ -1,0 +1,935 @@
+"""Ingest benchmark: a real `switchboard serve` per database backend, plus the bare encoder in-process.
+
+    .venv/bin/python -m benchmarks.ingest [--rate 100 --seconds 10 --backends sqlite,postgresql]
+
+For each backend (an SQLite file in a temporary folder; a throwaway PostgreSQL database that is dropped
+afterwards) a server subprocess is started on 127.0.0.1 with the in-process job backend, a source is created
+through the admin API, and then:
+
+a. open loop: signed `comment.created` webhooks are started on a fixed schedule (``--rate`` per second for
+   ``--seconds``), whether or not earlier ones have been answered, so a slow server shows up as latency
+   (measured from each request's *scheduled* send time) instead of as a lower send rate;
+b. closed loop: ``--concurrency`` clients send back to back for ``--closed-seconds``;
+c. drain: the job table is polled until nothing is pending or running (at most ``--drain-timeout`` s), and
+   the job rows' own timestamps give the processing throughput.
+
+Then the encoder and the analysis pipeline are timed in this process. Everything is bounded in count and
+time and talks to loopback only. Progress goes to stderr, the result tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import importlib.metadata
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUG = "bench"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+READY_TIMEOUT_SECONDS = 120.0
+RESPONSE_GRACE_SECONDS = 30.0  # after the load window: how long unanswered requests may still take
+REQUEST_TIMEOUT_SECONDS = 30.0
+POLL_INTERVAL_SECONDS = 0.5
+JOB_PAGE = 500
+MAX_JOB_PAGES = 200  # 100 000 job rows: far more than any default run creates
+
+
+def log(message: str) -> None:
+    """Progress, on stderr (stdout carries only the result tables)."""
+    print(f"# {message}", file=sys.stderr, flush=True)
+
+
+# ---- comments and signed deliveries -----------------------------------------------------------------------
+
+SUBJECTS = [
+    "the canteen",
+    "the car park",
+    "the night shift rota",
+    "the new intranet",
+    "the printer on floor 3",
+    "the VPN",
+    "the holiday planner",
+    "the coffee machine",
+    "the parking permit scheme",
+    "the fire drill",
+    "the expenses tool",
+    "the bike shed",
+    "the quarterly all-hands",
+    "the wellbeing budget",
+]
+TEMPLATES = [
+    "Will {s} open earlier for the night shift?",
+    "Thanks for the update on {s}, very helpful.",
+    "Why does {s} keep failing on Mondays?",
+    "Does anyone know who is responsible for {s}?",
+    "Honestly I think {s} was better before the change.",
+    "Great news about {s}! When does it start?",
+    "{S} has been broken since last week, can someone have a look?",
+    "Is there a plan to extend {s} to the other sites as well?",
+    "Who decided this about {s}? Nobody asked the warehouse team.",
+    "Could we get a short FAQ on {s}? Lots of questions in our team.",
+]
+EXTRAS = [
+    "",
+    " Cheers.",
+    " Asking for the whole team.",
+    " We raised this at the last town hall too.",
+    " Thanks in advance!",
+    " It affects about twenty of us.",
+]
+NAMES = ["Alex", "Sam", "Priya", "Jonas", "Mei", "Tomasz", "Fatima", "Lars", "Ines", "Kwame"]
+DEPARTMENTS = ["Finance", "Logistics", "HR", "IT", "Sales", "Facilities", "Legal"]
+THREADS = 25  # comments spread over this many stories, as on a real intranet
+
+
+def comment_texts(count: int, *, seed: int = 7) -> list[str]:
+    """`count` distinct, short, comment-like texts; about one in ten carries an e-mail address or phone number."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for i in range(count):
+        subject = rng.choice(SUBJECTS)
+        text = rng.choice(TEMPLATES).format(s=subject, S=subject[0].upper() + subject[1:]) + rng.choice(EXTRAS)
+        roll = rng.random()
+        if roll < 0.05:
+            text += f" Mail me at {rng.choice(NAMES).lower()}.{i}@example.com."
+        elif roll < 0.10:
+            text += f" Call me on +44 20 7946 {rng.randrange(10000):04d}."
+        texts.append(f"{text} ({rng.choice(NAMES)}, ref {i})")
+    return texts
+
+
+def sign(key: bytes, *, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks v1 signature (https://www.standardwebhooks.com), as a sending platform computes it."""
+    digest = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class Sender:
+    """Builds distinct signed `comment.created` deliveries (distinct webhook ids, comment ids and bodies)."""
+
+    def __init__(self, secret: str, run_tag: str) -> None:
+        raw = secret.removeprefix("whsec_")
+        self._key = base64.b64decode(raw + "=" * (-len(raw) % 4))
+        self._tag = run_tag
+        self._counter = itertools.count()
+        self._rng = random.Random(11)
+        self._texts = comment_texts(2048)
+
+    def delivery(self) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of the next delivery."""
+        n = next(self._counter)
+        text = self._texts[n % len(self._texts)]
+        if n >= len(self._texts):
+            text = f"{text} #{n}"
+        thread = n % THREADS
+        payload = {
+            "type": "comment.created",
+            "data": {
+                "id": f"c-{self._tag}-{n}",
+                "thread": {
+                    "id": f"story-{thread}",
+                    "title": f"Story {thread}",
+                    "url": f"https://intranet.example/news/{thread}",
+                    "kind": "news",
+                    "channel": "news/facilities",
+                    "author": {"id": "u-1", "name": "Story Author", "email": "author@example.com"},
+                },
+                "author": {
+                    "id": f"u-{self._rng.randrange(500)}",
+                    "name": self._rng.choice(NAMES),
+                    "department": self._rng.choice(DEPARTMENTS),
+                },
+                "body": text,
+                "created_at": "2026-11-21T10:00:00Z",
+            },
+        }
+        body = json.dumps(payload).encode()
+        webhook_id = f"msg_{self._tag}_{n}"
+        timestamp = int(time.time())
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._key, webhook_id=webhook_id, timestamp=timestamp, body=body),
+            "content-type": "application/json",
+        }
+        return body, headers
+
+
+# ---- measurements -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sample:
+    """One request: HTTP status (0: no response), latency in seconds, completion time (loop clock)."""
+
+    status: int
+    latency: float
+    completed: float
+    detail: str | None = None  # the error, or the start of a non-2xx body
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of `values` (q in 0..100); NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
+    return ordered[rank]
+
+
+def ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f}"
+
+
+def rate_text(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """One load phase."""
+
+    samples: list[Sample]
+    window: float  # from the first scheduled send to the last response, seconds
+    started_wall: float
+    ended_wall: float
+    offered: float | None = None  # open loop only
+    max_start_lag: float = 0.0  # open loop only: how late the generator started a request
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for s in self.samples if 200 <= s.status < 300)
+
+    @property
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if not 200 <= s.status < 300]
+
+    @property
+    def acks_per_second(self) -> float:
+        return self.ok / self.window if self.window > 0 else math.nan
+
+    def latency(self, q: float) -> float:
+        return percentile([s.latency for s in self.samples], q)
+
+
+async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str], start: float) -> Sample:
+    """POST one delivery; latency counted from `start` (loop clock)."""
+    loop = asyncio.get_running_loop()
+    try:
+        response = await client.post(f"/v1/webhooks/{SLUG}", content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        now = loop.time()
+        return Sample(0, now - start, now, f"{type(exc).__name__}: {exc}"[:300])
+    now = loop.time()
+    detail = None if response.is_success else response.text[:300]
+    return Sample(response.status_code, now - start, now, detail)
+
+
+async def open_loop(client: httpx.AsyncClient, sender: Sender, *, rate: float, seconds: float) -> LoadResult:
+    """Start `rate` requests per second on a fixed schedule for `seconds`, never waiting for responses."""
+    loop = asyncio.get_running_loop()
+    count = max(1, round(rate * seconds))
+    deliveries = [sender.delivery() for _ in range(count)]  # signed up front: signing is not what we measure
+    samples: list[Sample] = []
+    lags: list[float] = []
+
+    async def one(index: int, scheduled: float) -> None:
+        lags.append(loop.time() - scheduled)
+        body, headers = deliveries[index]
+        samples.append(await post(client, body, headers, scheduled))
+
+    started_wall = time.time()
+    t0 = loop.time() + 0.05
+    tasks: list[asyncio.Task[None]] = []
+    for index in range(count):
+        scheduled = t0 + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, scheduled)))
+    _, unfinished = await asyncio.wait(tasks, timeout=RESPONSE_GRACE_SECONDS)
+    for task in unfinished:
+        task.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+    now = loop.time()
+    samples.extend(
+        Sample(0, now - t0, now, f"no response {RESPONSE_GRACE_SECONDS:.0f} s after the load window")
+        for _ in unfinished
+    )
+    last = max(s.completed for s in samples)
+    return LoadResult(
+        samples=samples,
+        window=last - t0,
+        started_wall=started_wall,
+        ended_wall=time.time(),
+        offered=rate,
+        max_start_lag=max(lags, default=0.0),
+    )
+
+
+async def closed_loop(client: httpx.AsyncClient, sender: Sender, *, concurrency: int, seconds: float) -> LoadResult:
+    """`concurrency` clients, each sending its next request as soon as the previous one is answered."""
+    loop = asyncio.get_running_loop()
+    samples: list[Sample] = []
+    t0 = loop.time()
+    deadline = t0 + seconds
+
+    async def client_loop() -> None:
+        while loop.time() < deadline:
+            body, headers = sender.delivery()
+            samples.append(await post(client, body, headers, loop.time()))
+
+    started_wall = time.time()
+    async with asyncio.timeout(seconds + RESPONSE_GRACE_SECONDS):
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    last = max((s.completed for s in samples), default=loop.time())
+    return LoadResult(samples=samples, window=last - t0, started_wall=started_wall, ended_wall=time.time())
+
+
+# ---- the job table ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class JobStats:
+    """What the job rows say once processing has drained (or the wait gave up)."""
+
+    drain_seconds: float | None
+    states: Counter[str]
+    retried: int  # jobs that needed more than one attempt
+    errors: Counter[str]
+    processing_window: float | None  # first start to last finish, seconds (server clock)
+    backlog_after_open: int  # jobs created by then but not finished when the open-loop phase ended
+    backlog_after_closed: int
+
+    @property
+    def done(self) -> int:
+        return self.states.get("done", 0)
+
+    @property
+    def processing_rate(self) -> float | None:
+        if not self.processing_window or not self.done:
+            return None
+        return self.done / self.processing_window
+
+
+async def job_exists(client: httpx.AsyncClient, state: str) -> bool:
+    response = await client.get("/v1/admin/jobs", params={"state": state, "limit": 1})
+    response.raise_for_status()
+    return bool(response.json()["items"])
+
+
+async def wait_drained(client: httpx.AsyncClient, give_up_after: float) -> float | None:
+    """Seconds until no job is pending or running; None when `give_up_after` seconds passed first."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        if not await job_exists(client, "pending") and not await job_exists(client, "running"):
+            return loop.time() - start
+        if loop.time() - start > give_up_after:
+            return None
+        await asyncio.sleep(POLL_INTERVAL_SECONDS)
+
+
+def parse_time(value: Any) -> float | None:
+    return None if value is None else datetime.fromisoformat(str(value)).timestamp()
+
+
+async def job_stats(
+    client: httpx.AsyncClient, *, drain_seconds: float | None, open_end: float, closed_end: float
+) -> JobStats:
+    """Read every job row (pages of 500) and summarise them."""
+    rows: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(MAX_JOB_PAGES):
+        params: dict[str, Any] = {"limit": JOB_PAGE}
+        if cursor:
+            params["cursor"] = cursor
+        response = await client.get("/v1/admin/jobs", params=params)
+        response.raise_for_status()
+        page = response.json()
+        rows.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    starts = [t for r in rows if (t := parse_time(r["started_at"])) is not None]
+    finishes = [t for r in rows if r["state"] == "done" and (t := parse_time(r["finished_at"])) is not None]
+
+    def backlog(at: float) -> int:
+        count = 0
+        for r in rows:
+            created, finished = parse_time(r["created_at"]), parse_time(r["finished_at"])
+            if created is not None and created <= at and (finished is None or finished > at):
+                count += 1
+        return count
+
+    return JobStats(
+        drain_seconds=drain_seconds,
+        states=Counter(str(r["state"]) for r in rows),
+        retried=sum(1 for r in rows if int(r["attempts"]) > 1),
+        errors=Counter(str(r["last_error"])[:200] for r in rows if r["last_error"]),
+        processing_window=(max(finishes) - min(starts)) if starts and finishes else None,
+        backlog_after_open=backlog(open_end),
+        backlog_after_closed=backlog(closed_end),
+    )
+
+
+# ---- the server -------------------------------------------------------------------------------------------
+
+
+def switchboard_command() -> str:
+    """The `switchboard` console script of the interpreter running this benchmark."""
+    beside = Path(sys.executable).parent / "switchboard"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("switchboard")
+    if found is None:
+        raise RuntimeError("the `switchboard` command is not installed next to this Python")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_environment(database_url: str, admin_key: str) -> dict[str, str]:
+    """This environment without any SWITCHBOARD_* setting, plus the database and the bootstrap admin key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env["SWITCHBOARD_DATABASE_URL"] = database_url
+    env["SWITCHBOARD_BOOTSTRAP_ADMIN_KEY"] = admin_key
+    return env
+
+
+def open_log(path: Path) -> IO[bytes]:
+    return path.open("ab")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def run_migrate(env: dict[str, str], log_path: Path) -> None:
+    """`switchboard migrate` (serve migrates only SQLite by itself)."""
+    with open_log(log_path) as out:
+        process = await asyncio.create_subprocess_exec(
+            switchboard_command(), "migrate", env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            code = await asyncio.wait_for(process.wait(), 120)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError("`switchboard migrate` did not finish within 120 s") from None
+    if code != 0:
+        raise RuntimeError(f"`switchboard migrate` exited with {code}:\n{log_tail(log_path)}")
+
+
+@contextlib.asynccontextmanager
+async def running_server(env: dict[str, str], log_path: Path, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """`switchboard serve` on a free loopback port until ready; an admin client; SIGTERM on the way out."""
+    port = free_port()
+    with open_log(log_path) as out:
+        process = await asyncio.create_subprocess_exec(
+            switchboard_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    log(f"server pid {process.pid} on 127.0.0.1:{port}, log {log_path}")
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS) as admin:
+            started = time.monotonic()
+            await wait_ready(admin, process, log_path)
+            log(f"ready after {time.monotonic() - started:.1f} s")
+            yield admin
+    finally:
+        await stop(process)
+
+
+async def wait_ready(client: httpx.AsyncClient, process: asyncio.subprocess.Process, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{log_tail(log_path)}")
+        try:
+            response = await client.get("/readyz", timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"/readyz did not answer 200 within {READY_TIMEOUT_SECONDS:.0f} s (last: {last})")
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, wait; SIGKILL if it does not stop within 30 s."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
+        log(f"server pid {process.pid} ignored SIGTERM for 30 s; killing it")
+        process.kill()
+        await process.wait()
+    log(f"server pid {process.pid} stopped (exit code {process.returncode})")
+
+
+LOG_PATTERNS = {
+    "tracebacks": re.compile(r"^Traceback"),
+    "ERROR lines": re.compile(r"\bERROR\b"),
+    "5xx access lines": re.compile(r'HTTP/1\.[01]" 5\d\d'),
+    "database is locked": re.compile(r"database is locked", re.IGNORECASE),
+    "pool timeouts": re.compile(r"QueuePool limit|TimeoutError", re.IGNORECASE),
+}
+
+
+def scan_log(path: Path) -> tuple[Counter[str], list[str]]:
+    """Counts of suspicious lines in the server log, and the first few distinct error lines as evidence."""
+    counts: Counter[str] = Counter()
+    evidence: list[str] = []
+    if not path.exists():
+        return counts, evidence
+    for line in path.read_text(errors="replace").splitlines():
+        for name, pattern in LOG_PATTERNS.items():
+            if pattern.search(line):
+                counts[name] += 1
+        interesting = re.search(r"\bERROR\b|Error:|Exception:|database is locked", line)
+        if interesting and line.strip()[:160] not in evidence and len(evidence) < 8:
+            evidence.append(line.strip()[:160])
+    return counts, evidence
+
+
+# ---- one backend ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BackendResult:
+    name: str
+    open: LoadResult | None = None
+    closed: LoadResult | None = None
+    jobs: JobStats | None = None
+    skipped: str | None = None
+    error: str | None = None
+    log_counts: Counter[str] = field(default_factory=Counter)
+    log_evidence: list[str] = field(default_factory=list)
+
+
+def load_client(base_url: str, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, pool=None)  # waiting for a connection is part of latency
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+
+
+async def exercise(admin: httpx.AsyncClient, args: argparse.Namespace, result: BackendResult) -> None:
+    """Create a source, run both load phases and wait for processing to drain."""
+    response = await admin.post("/v1/admin/sources", json={"slug": SLUG, "name": "Benchmark"})
+    if response.status_code != 201:
+        raise RuntimeError(f"creating the source answered {response.status_code}: {response.text[:300]}")
+    sender = Sender(response.json()["secret"], run_tag=secrets.token_hex(3))
+    base_url = str(admin.base_url)
+
+    # Enough connections for the offered rate with ~1 s of queueing, capped: beyond that, waiting for a
+    # connection is client-side queueing, which the schedule-based latency includes anyway.
+    connections = min(512, max(32, math.ceil(args.rate)))
+    log(f"{result.name}: open loop, {args.rate:g}/s for {args.seconds:g} s ({connections} connections)")
+    async with load_client(base_url, connections) as client:
+        result.open = await open_loop(client, sender, rate=args.rate, seconds=args.seconds)
+    log(f"{result.name}: closed loop, {args.concurrency} clients for {args.closed_seconds:g} s")
+    async with load_client(base_url, args.concurrency) as client:
+        result.closed = await closed_loop(client, sender, concurrency=args.concurrency, seconds=args.closed_seconds)
+    log(f"{result.name}: waiting for processing to drain (at most {args.drain_timeout:g} s)")
+    drained = await wait_drained(admin, args.drain_timeout)
+    result.jobs = await job_stats(
+        admin, drain_seconds=drained, open_end=result.open.ended_wall, closed_end=result.closed.ended_wall
+    )
+
+
+async def bench_sqlite(args: argparse.Namespace, workdir: Path) -> BackendResult:
+    result = BackendResult("sqlite")
+    admin_key = "sbk_bench-" + secrets.token_urlsafe(32)
+    database = workdir / "sqlite" / "switchboard.db"
+    database.parent.mkdir()
+    env = server_environment(f"sqlite+aiosqlite:///{database}", admin_key)
+    log_path = workdir / "sqlite" / "server.log"
+    try:
+        async with running_server(env, log_path, admin_key) as admin:
+            await exercise(admin, args, result)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.log_counts, result.log_evidence = scan_log(log_path)
+    return result
+
+
+async def postgres_problem(admin_url: str) -> str | None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    try:
+        connection = await asyncpg.connect(admin_url, timeout=3)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await connection.close()
+    return None
+
+
+async def bench_postgresql(args: argparse.Namespace, workdir: Path) -> BackendResult:
+    import asyncpg
+
+    result = BackendResult("postgresql")
+    admin_url: str = args.postgres_url
+    host = make_url(admin_url).host or "127.0.0.1"
+    if host not in LOOPBACK_HOSTS:
+        result.skipped = f"{host} is not a loopback address (this benchmark stays on 127.0.0.1)"
+        return result
+    problem = await postgres_problem(admin_url)
+    if problem:
+        result.skipped = f"PostgreSQL at {admin_url} is unreachable ({problem})"
+        return result
+
+    name = f"switchboard_bench_{secrets.token_hex(5)}"
+    connection = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    log(f"postgresql: created database {name}")
+    admin_key = "sbk_bench-" + secrets.token_urlsafe(32)
+    url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
+    env = server_environment(url.render_as_string(hide_password=False), admin_key)
+    (workdir / "postgresql").mkdir()
+    log_path = workdir / "postgresql" / "server.log"
+    try:
+        await run_migrate(env, log_path)
+        async with running_server(env, log_path, admin_key) as admin:
+            await exercise(admin, args, result)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        connection = await asyncpg.connect(admin_url, timeout=5)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+        log(f"postgresql: dropped database {name}")
+    result.log_counts, result.log_evidence = scan_log(log_path)
+    return result
+
+
+async def bench_servers(args: argparse.Namespace) -> list[BackendResult]:
+    results: list[BackendResult] = []
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as folder:
+        for backend in args.backends:
+            if backend == "sqlite":
+                results.append(await bench_sqlite(args, Path(folder)))
+            else:
+                results.append(await bench_postgresql(args, Path(folder)))
+    return results
+
+
+# ---- the encoder in-process -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EncoderResult:
+    load_seconds: float
+    torch_threads: int
+    rows: list[tuple[str, int, float, float, float]]  # what, texts, comments/s, single p50, single p99
+
+
+def timed_batches(function: Any, texts: Sequence[str], batch: int) -> float:
+    """Comments per second of `function` over `texts` in chunks of `batch` (after one warm-up chunk)."""
+    function(list(texts[:batch]))
+    start = time.perf_counter()
+    for begin in range(0, len(texts), batch):
+        function(list(texts[begin : begin + batch]))
+    return len(texts) / (time.perf_counter() - start)
+
+
+def timed_singles(function: Any, texts: Sequence[str]) -> list[float]:
+    latencies = []
+    for text in texts:
+        start = time.perf_counter()
+        function([text])
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def bench_encoder(args: argparse.Namespace) -> EncoderResult:
+    import torch
+
+    from classifiers.encoder import Encoder
+    from classifiers.pii import find_pii
+    from classifiers.pipeline import Pipeline
+
+    texts = comment_texts(args.encoder_texts, seed=3)
+    singles = texts[: args.single_calls]
+    start = time.perf_counter()
+    encoder = Encoder()
+    load_seconds = time.perf_counter() - start
+    pipeline = Pipeline(encoder)
+
+    def pii_only(batch: list[str]) -> None:
+        for text in batch:
+            find_pii(text)
+
+    rows: list[tuple[str, int, float, float, float]] = []
+    for what, function in (
+        ("Encoder.encode", encoder.encode),
+        ("Pipeline.analyse (encoder + PII)", pipeline.analyse),
+        ("find_pii only", pii_only),
+    ):
+        log(f"encoder: timing {what}")
+        throughput = timed_batches(function, texts, args.batch)
+        latencies = timed_singles(function, singles)
+        rows.append((what, len(texts), throughput, percentile(latencies, 50), percentile(latencies, 99)))
+    return EncoderResult(load_seconds=load_seconds, torch_threads=torch.get_num_threads(), rows=rows)
+
+
+# ---- output -----------------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def failure_summary(samples: Sequence[Sample]) -> Iterator[str]:
+    counts = Counter((s.status, s.detail or "") for s in samples)
+    for (status, detail), count in counts.most_common(5):
+        yield f"    {count} x {status or 'no response'}: {detail[:200]}"
+
+
+def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: EncoderResult | None) -> None:
+    ran = [r for r in results if r.open is not None]
+    print()
+    print(
+        f"a. Open loop: {args.rate:g} webhooks/s offered for {args.seconds:g} s (latency from the scheduled send time)"
+    )
+    print(
+        table(
+            ["backend", "offered/s", "sent", "acks/s", "non-2xx", "p50 ms", "p95 ms", "p99 ms", "max ms", "gen lag ms"],
+            [
+                [
+                    r.name,
+                    f"{o.offered or 0:g}",
+                    str(len(o.samples)),
+                    rate_text(o.acks_per_second),
+                    str(len(o.failures)),
+                    ms(o.latency(50)),
+                    ms(o.latency(95)),
+                    ms(o.latency(99)),
+                    ms(o.latency(100)),
+                    ms(o.max_start_lag),
+                ]
+                for r in ran
+                if (o := r.open) is not None
+            ],
+        )
+    )
+    print()
+    print(f"b. Closed loop: {args.concurrency} clients back to back for {args.closed_seconds:g} s")
+    print(
+        table(
+            ["backend", "clients", "requests", "acks/s", "non-2xx", "p50 ms", "p99 ms", "max ms"],
+            [
+                [
+                    r.name,
+                    str(args.concurrency),
+                    str(len(c.samples)),
+                    rate_text(c.acks_per_second),
+                    str(len(c.failures)),
+                    ms(c.latency(50)),
+                    ms(c.latency(99)),
+                    ms(c.latency(100)),
+                ]
+                for r in ran
+                if (c := r.closed) is not None
+            ],
+        )
+    )
+    print()
+    print(f"c. Background processing (in-process job backend; drain waited for at most {args.drain_timeout:g} s)")
+    print(
+        table(
+            [
+                "backend",
+                "jobs",
+                "done",
+                "other states",
+                "retried",
+                "backlog after a",
+                "backlog after b",
+                "drain s",
+                "processed/s",
+            ],
+            [
+                [
+                    r.name,
+                    str(sum(j.states.values())),
+                    str(j.done),
+                    ", ".join(f"{k}={v}" for k, v in sorted(j.states.items()) if k != "done") or "-",
+                    str(j.retried),
+                    str(j.backlog_after_open),
+                    str(j.backlog_after_closed),
+                    "timeout" if j.drain_seconds is None else f"{j.drain_seconds:.1f}",
+                    rate_text(j.processing_rate),
+                ]
+                for r in ran
+                if (j := r.jobs) is not None
+            ],
+        )
+    )
+    print("   processed/s = done jobs / (first job start .. last job finish), from the job rows; backlog = jobs")
+    print("   created but not yet finished when that phase ended; drain s = from the end of b until none is")
+    print("   pending or running.")
+    for r in results:
+        if r.skipped:
+            print(f"\n{r.name}: skipped: {r.skipped}")
+        if r.error:
+            print(f"\n{r.name}: FAILED: {r.error}")
+        failures = [*(r.open.failures if r.open else []), *(r.closed.failures if r.closed else [])]
+        if failures:
+            print(f"\n{r.name}: {len(failures)} requests without a 2xx answer:")
+            for text in failure_summary(failures):
+                print(text)
+        if r.jobs and r.jobs.errors:
+            print(f"\n{r.name}: job errors (last_error):")
+            for text, count in r.jobs.errors.most_common(5):
+                print(f"    {count} x {text}")
+        if r.log_counts:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(r.log_counts.items()))
+            print(f"\n{r.name}: server log: {counts}")
+            for line in r.log_evidence:
+                print(f"    {line}")
+    if encoder is not None:
+        print()
+        print(
+            f"2. Encoder in-process: {args.encoder_texts} texts in batches of {args.batch}; "
+            f"single-comment latency over {args.single_calls} calls "
+            f"(model load {encoder.load_seconds:.1f} s, torch threads {encoder.torch_threads})"
+        )
+        print(
+            table(
+                ["what", "texts", "comments/s", "single p50 ms", "single p99 ms"],
+                [[what, str(n), f"{rate:.1f}", ms(p50), ms(p99)] for what, n, rate, p50, p99 in encoder.rows],
+            )
+        )
+
+
+def header() -> None:
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"Switchboard ingest benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(
+        f"cores: {os.cpu_count()} (usable by this process: {affinity}); Python {platform.python_version()}; "
+        f"torch {torch_version}; {platform.platform()}"
+    )
+    print("load generator, server and encoder share these cores; everything on 127.0.0.1")
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="open loop: webhooks started per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open loop: duration")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed loop: concurrent clients")
+    parser.add_argument("--closed-seconds", type=float, default=5.0, help="closed loop: duration")
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="longest wait for processing to drain")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin URL of a loopback PostgreSQL")
+    parser.add_argument("--encoder-texts", type=int, default=512, help="texts for the in-process encoder timing")
+    parser.add_argument("--batch", type=int, default=32, help="encoder batch size for the in-process timing")
+    parser.add_argument("--single-calls", type=int, default=50, help="single-comment calls for the latency")
+    parser.add_argument("--skip-encoder", action="store_true", help="leave out the in-process encoder timing")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in str(args.backends).split(",") if b.strip()]
+    unknown = sorted(set(backends) - {"sqlite", "postgresql"})
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(unknown)}")
+    args.backends = list(dict.fromkeys(backends))
+    limits = {
+        "--rate": (args.rate, 0.1, 2000),
+        "--seconds": (args.seconds, 0.1, 300),
+        "--concurrency": (args.concurrency, 1, 256),
+        "--closed-seconds": (args.closed_seconds, 0.1, 300),
+        "--drain-timeout": (args.drain_timeout, 0, 600),
+        "--encoder-texts": (args.encoder_texts, 1, 10_000),
+        "--batch": (args.batch, 1, 256),
+        "--single-calls": (args.single_calls, 1, 1000),
+    }
+    for option, (value, low, high) in limits.items():
+        if not low <= value <= high:
+            parser.error(f"{option} must be between {low:g} and {high:g}")
+    if args.rate * args.seconds > 100_000:
+        parser.error("--rate x --seconds is limited to 100 000 requests")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    header()
+    results = asyncio.run(bench_servers(args)) if args.backends else []
+    encoder = None if args.skip_encoder else bench_encoder(args)
+    report(args, results, encoder)
+    print(f"\ntotal run time {time.monotonic() - started:.0f} s")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
