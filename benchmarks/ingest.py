@@ -222,6 +222,7 @@ class LoadResult:
     window: float  # from the first scheduled send to the last response, seconds
     started_wall: float
     ended_wall: float
+    t0: float  # loop clock at the start of the phase
     offered: float | None = None  # open loop only
     max_start_lag: float = 0.0  # open loop only: how late the generator started a request
 
@@ -248,7 +249,8 @@ async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str], 
         response = await client.post(f"/v1/webhooks/{SLUG}", content=body, headers=headers)
     except httpx.HTTPError as exc:
         now = loop.time()
-        return Sample(0, now - start, now, f"{type(exc).__name__}: {exc}"[:300])
+        cause = f" (from {exc.__cause__!r})" if exc.__cause__ is not None else ""
+        return Sample(0, now - start, now, f"{type(exc).__name__}: {exc}{cause}"[:300])
     now = loop.time()
     detail = None if response.is_success else response.text[:300]
     return Sample(response.status_code, now - start, now, detail)
@@ -291,6 +293,7 @@ async def open_loop(client: httpx.AsyncClient, sender: Sender, *, rate: float, s
         window=last - t0,
         started_wall=started_wall,
         ended_wall=time.time(),
+        t0=t0,
         offered=rate,
         max_start_lag=max(lags, default=0.0),
     )
@@ -312,7 +315,7 @@ async def closed_loop(client: httpx.AsyncClient, sender: Sender, *, concurrency:
     async with asyncio.timeout(seconds + RESPONSE_GRACE_SECONDS):
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     last = max((s.completed for s in samples), default=loop.time())
-    return LoadResult(samples=samples, window=last - t0, started_wall=started_wall, ended_wall=time.time())
+    return LoadResult(samples=samples, window=last - t0, started_wall=started_wall, ended_wall=time.time(), t0=t0)
 
 
 # ---- the job table ----------------------------------------------------------------------------------------
@@ -329,6 +332,8 @@ class JobStats:
     processing_window: float | None  # first start to last finish, seconds (server clock)
     backlog_after_open: int  # jobs created by then but not finished when the open-loop phase ended
     backlog_after_closed: int
+    drain_window: float | None  # end of the closed loop to the last finish, seconds
+    drain_done: int  # jobs finished after the closed loop ended
 
     @property
     def done(self) -> int:
@@ -339,6 +344,12 @@ class JobStats:
         if not self.processing_window or not self.done:
             return None
         return self.done / self.processing_window
+
+    @property
+    def drain_rate(self) -> float | None:
+        if not self.drain_window or self.drain_done < 2:
+            return None
+        return self.drain_done / self.drain_window
 
 
 async def job_exists(client: httpx.AsyncClient, state: str) -> bool:
@@ -399,6 +410,8 @@ async def job_stats(
         processing_window=(max(finishes) - min(starts)) if starts and finishes else None,
         backlog_after_open=backlog(open_end),
         backlog_after_closed=backlog(closed_end),
+        drain_window=(max(finishes) - closed_end) if finishes and max(finishes) > closed_end else None,
+        drain_done=sum(1 for t in finishes if t > closed_end),
     )
 
 
@@ -658,15 +671,28 @@ async def bench_postgresql(args: argparse.Namespace, workdir: Path) -> BackendRe
     return result
 
 
-async def bench_servers(args: argparse.Namespace) -> list[BackendResult]:
+async def bench_servers(args: argparse.Namespace, folder: Path) -> list[BackendResult]:
     results: list[BackendResult] = []
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as folder:
-        for backend in args.backends:
-            if backend == "sqlite":
-                results.append(await bench_sqlite(args, Path(folder)))
-            else:
-                results.append(await bench_postgresql(args, Path(folder)))
+    for backend in args.backends:
+        if backend == "sqlite":
+            results.append(await bench_sqlite(args, folder))
+        else:
+            results.append(await bench_postgresql(args, folder))
     return results
+
+
+def run_servers(args: argparse.Namespace) -> list[BackendResult]:
+    """Every backend, in a temporary folder (or --keep-dir, which is kept)."""
+    if not args.backends:
+        return []
+    with contextlib.ExitStack() as stack:
+        if args.keep_dir is not None:
+            folder = Path(args.keep_dir)
+            folder.mkdir(parents=True, exist_ok=False)
+            log(f"keeping the SQLite database and the server logs in {folder}")
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="switchboard-bench-")))
+        return asyncio.run(bench_servers(args, folder))
 
 
 # ---- the encoder in-process -------------------------------------------------------------------------------
@@ -743,10 +769,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
-def failure_summary(samples: Sequence[Sample]) -> Iterator[str]:
-    counts = Counter((s.status, s.detail or "") for s in samples)
-    for (status, detail), count in counts.most_common(5):
-        yield f"    {count} x {status or 'no response'}: {detail[:200]}"
+def failure_summary(phase: str, result: LoadResult) -> Iterator[str]:
+    """Failed requests grouped by status and message, with when (into the phase) and after how long."""
+    groups: dict[tuple[int, str], list[Sample]] = {}
+    for s in result.failures:
+        groups.setdefault((s.status, s.detail or ""), []).append(s)
+    for (status, detail), samples in sorted(groups.items(), key=lambda item: -len(item[1]))[:5]:
+        when = ", ".join(
+            f"{s.completed - s.latency - result.t0:.2f} s in, after {s.latency * 1000:.0f} ms" for s in samples[:3]
+        )
+        yield f"    {phase}: {len(samples)} x {status or 'no response'}: {detail[:200]!r} ({when})"
 
 
 def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: EncoderResult | None) -> None:
@@ -811,6 +843,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                 "backlog after b",
                 "drain s",
                 "processed/s",
+                "after-load processed/s",
             ],
             [
                 [
@@ -823,25 +856,28 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                     str(j.backlog_after_closed),
                     "timeout" if j.drain_seconds is None else f"{j.drain_seconds:.1f}",
                     rate_text(j.processing_rate),
+                    rate_text(j.drain_rate),
                 ]
                 for r in ran
                 if (j := r.jobs) is not None
             ],
         )
     )
-    print("   processed/s = done jobs / (first job start .. last job finish), from the job rows; backlog = jobs")
-    print("   created but not yet finished when that phase ended; drain s = from the end of b until none is")
-    print("   pending or running.")
+    print("   From the job rows: processed/s = done jobs / (first job start .. last job finish), i.e. while")
+    print("   competing with ingestion; after-load processed/s = jobs finished after b ended / (end of b .. last")
+    print("   finish); backlog = jobs created but not finished when that phase ended; drain s = from the end of b")
+    print("   until the API shows no pending or running job.")
     for r in results:
         if r.skipped:
             print(f"\n{r.name}: skipped: {r.skipped}")
         if r.error:
             print(f"\n{r.name}: FAILED: {r.error}")
-        failures = [*(r.open.failures if r.open else []), *(r.closed.failures if r.closed else [])]
-        if failures:
-            print(f"\n{r.name}: {len(failures)} requests without a 2xx answer:")
-            for text in failure_summary(failures):
-                print(text)
+        phases = [(name, phase) for name, phase in (("a", r.open), ("b", r.closed)) if phase and phase.failures]
+        if phases:
+            print(f"\n{r.name}: requests without a 2xx answer:")
+            for name, phase in phases:
+                for text in failure_summary(name, phase):
+                    print(text)
         if r.jobs and r.jobs.errors:
             print(f"\n{r.name}: job errors (last_error):")
             for text, count in r.jobs.errors.most_common(5):
@@ -866,6 +902,10 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
         )
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 def header() -> None:
     try:
         torch_version = importlib.metadata.version("torch")
@@ -877,7 +917,7 @@ def header() -> None:
         f"cores: {os.cpu_count()} (usable by this process: {affinity}); Python {platform.python_version()}; "
         f"torch {torch_version}; {platform.platform()}"
     )
-    print("load generator, server and encoder share these cores; everything on 127.0.0.1")
+    print(f"load average at start: {load_average()}; the load generator, the server and the encoder share these cores")
 
 
 # ---- command line -----------------------------------------------------------------------------------------
@@ -895,6 +935,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoder-texts", type=int, default=512, help="texts for the in-process encoder timing")
     parser.add_argument("--batch", type=int, default=32, help="encoder batch size for the in-process timing")
     parser.add_argument("--single-calls", type=int, default=50, help="single-comment calls for the latency")
+    parser.add_argument(
+        "--keep-dir", default=None, help="a new folder to keep the SQLite file and server logs in (default: a temp dir)"
+    )
     parser.add_argument("--skip-encoder", action="store_true", help="leave out the in-process encoder timing")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in str(args.backends).split(",") if b.strip()]
@@ -924,10 +967,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     header()
-    results = asyncio.run(bench_servers(args)) if args.backends else []
+    results = run_servers(args)
     encoder = None if args.skip_encoder else bench_encoder(args)
     report(args, results, encoder)
-    print(f"\ntotal run time {time.monotonic() - started:.0f} s")
+    print(f"\ntotal run time {time.monotonic() - started:.0f} s; load average at the end: {load_average()}")
     return 1 if any(r.error for r in results) else 0
 
 

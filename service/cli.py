@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +60,7 @@ def serve(
 def worker() -> None:
     """Run an arq worker (needs SWITCHBOARD_REDIS_URL); restarts its loop if Redis goes away."""
     from arq.worker import create_worker
+    from redis.exceptions import RedisError
 
     from workers.settings import worker_settings
 
@@ -70,10 +72,8 @@ def worker() -> None:
         try:
             create_worker(cls).run()
             return
-        except (ConnectionError, OSError) as exc:  # Redis went away: wait and start over
+        except (ConnectionError, OSError, RedisError) as exc:  # Redis went away: wait and start over
             log.warning("worker lost Redis (%s); retrying in 2 s", exc)
-            import time
-
             time.sleep(2)
 
 

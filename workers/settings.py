@@ -22,7 +22,7 @@ def worker_settings(settings: Settings) -> type:
     interval = max(1, int(settings.reconcile_interval_seconds))
     seconds = set(range(0, 60, interval)) if interval < 60 else {0}
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
+    async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         await context.startup(ctx)
         await jobs.reconcile(ctx)  # pick up whatever was left while no worker ran
@@ -30,7 +30,7 @@ def worker_settings(settings: Settings) -> type:
     class WorkerSettings:
         functions: ClassVar[list[Any]] = [jobs.process_comment_jobs]
         cron_jobs: ClassVar[list[Any]] = [cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False)]
-        on_startup = staticmethod(on_startup)
+        on_startup = staticmethod(startup)
         on_shutdown = staticmethod(context.shutdown)
         redis_settings: ClassVar[RedisSettings] = make_redis_settings(settings.redis_url)
         max_jobs = settings.worker_max_jobs

@@ -1,7 +1,6 @@
 """Fixtures for the classifier tests.
 
-``encoder`` is meant to live in tests/conftest.py (shared by the whole suite); it is defined here until it
-does. Loading the real model takes a few seconds, so it happens once per session.
+The session-scoped ``encoder`` fixture (the real model, loaded once) comes from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -10,11 +9,6 @@ import pytest
 
 from classifiers.encoder import Encoder
 from classifiers.pipeline import Pipeline
-
-
-@pytest.fixture(scope="session")
-def encoder() -> Encoder:
-    return Encoder()
 
 
 @pytest.fixture(scope="session")
