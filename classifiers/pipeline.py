@@ -36,6 +36,8 @@ class Analyser(Protocol):
 
     async def analyse(self, texts: Sequence[str]) -> list[Analysis]: ...
 
+    async def aclose(self) -> None: ...
+
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):

@@ -42,8 +42,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     "/{slug}",
     status_code=202,
     operation_id="receive_webhook",
-    responses={200: {"model": Accepted, "description": "Seen before: nothing changed"}}
-    | problem_responses(401, 403, 404, 413, 422),
+    responses={
+        200: {"model": Accepted, "description": "Seen before: nothing changed"},
+        **problem_responses(401, 403, 404, 413, 422),
+    },
 )
 async def receive(
     slug: str, request: Request, response: Response, session: SessionDep, jobs: JobsDep, settings: SettingsDep

@@ -9,6 +9,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service.errors import NotFound
 from service.models import Comment, CommentAnalysis, CommentVersion, Job, JobState, Source, Thread
@@ -107,12 +108,12 @@ async def read(session: AsyncSession, *, comment_id: uuid.UUID) -> CommentPublic
     thread = await session.get(Thread, comment.thread_id) if comment.thread_id is not None else None
     job = (
         await session.execute(
-            sa.select(Job).where(Job.comment_id == comment_id).order_by(Job.created_at.desc()).limit(1)  # type: ignore[attr-defined]
+            sa.select(Job).where(col(Job.comment_id) == comment_id).order_by(col(Job.created_at).desc()).limit(1)
         )
     ).scalar_one_or_none()
     analysis = await session.get(CommentAnalysis, comment_id)
     versions = (
-        await session.execute(sa.select(sa.func.count()).where(CommentVersion.comment_id == comment_id))
+        await session.execute(sa.select(sa.func.count()).where(col(CommentVersion.comment_id) == comment_id))
     ).scalar_one()
     return CommentPublic(
         id=comment.id,

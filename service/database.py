@@ -94,3 +94,9 @@ async def ping(engine: AsyncEngine) -> None:
     """Raise if the database cannot answer a trivial query."""
     async with engine.connect() as connection:
         await connection.execute(sa.text("SELECT 1"))
+
+
+def table(model: type[Any]) -> sa.Table:
+    """The Core table behind a SQLModel class (typed, for insert constructs)."""
+    found: sa.Table = model.__table__
+    return found

@@ -10,11 +10,12 @@ from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import sources
 from service.adapters import Adapter, CommentEvent, ThreadRef
 from service.adapters.standard import StandardAdapter
-from service.database import insert_ignore
+from service.database import insert_ignore, table
 from service.errors import Forbidden
 from service.models import (
     OPEN_JOB_STATES,
@@ -73,7 +74,7 @@ async def receive(
 
     delivery_pk = await insert_ignore(
         session,
-        Delivery.__table__,  # type: ignore[arg-type]
+        table(Delivery),
         {
             "source_id": source.id,
             "webhook_id": delivery_id,
@@ -82,12 +83,12 @@ async def receive(
             "received_at": now,
         },
         conflict_columns=["source_id", "webhook_id"],
-        returning=Delivery.id,  # type: ignore[arg-type]
+        returning=table(Delivery).c.id,
     )
     if delivery_pk is None:
         seen = (
             await session.execute(
-                sa.select(Delivery).where(Delivery.source_id == source.id, Delivery.webhook_id == delivery_id)
+                sa.select(Delivery).where(col(Delivery.source_id) == source.id, col(Delivery.webhook_id) == delivery_id)
             )
         ).scalar_one()
         return Receipt(comment_id=seen.comment_id, duplicate=True, outcome=seen.outcome)
@@ -97,7 +98,7 @@ async def receive(
     )
     await session.execute(
         sa.update(Delivery)
-        .where(Delivery.id == delivery_pk)  # type: ignore[arg-type]
+        .where(col(Delivery.id) == delivery_pk)
         .values(comment_id=receipt.comment_id, outcome=receipt.outcome)
     )
     return receipt
@@ -169,7 +170,9 @@ def _new_job(comment: Comment, *, now: datetime, max_attempts: int) -> Job:
 
 async def _lock_comment(session: AsyncSession, *, source_id: int, external_id: str) -> Comment | None:
     stmt = (
-        sa.select(Comment).where(Comment.source_id == source_id, Comment.external_id == external_id).with_for_update()
+        sa.select(Comment)
+        .where(col(Comment.source_id) == source_id, col(Comment.external_id) == external_id)
+        .with_for_update()
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -190,7 +193,7 @@ async def _upsert_thread(
     }
     await insert_ignore(
         session,
-        Thread.__table__,  # type: ignore[arg-type]
+        table(Thread),
         {
             "source_id": source_id,
             "external_id": thread.external_id,
@@ -202,7 +205,7 @@ async def _upsert_thread(
     )
     row = (
         await session.execute(
-            sa.select(Thread).where(Thread.source_id == source_id, Thread.external_id == thread.external_id)
+            sa.select(Thread).where(col(Thread.source_id) == source_id, col(Thread.external_id) == thread.external_id)
         )
     ).scalar_one()
     if any(getattr(row, k) != v for k, v in fields.items()):
@@ -227,7 +230,7 @@ async def _create(
     author = event.author
     inserted = await insert_ignore(
         session,
-        Comment.__table__,  # type: ignore[arg-type]
+        table(Comment),
         {
             "id": comment_id,
             "source_id": source_id,
@@ -245,7 +248,7 @@ async def _create(
             "updated_at": now,
         },
         conflict_columns=["source_id", "external_id"],
-        returning=Comment.id,  # type: ignore[arg-type]
+        returning=table(Comment).c.id,
     )
     if inserted is None:
         # Another transaction created it between our lookup and insert (PostgreSQL): the same comment.
@@ -283,10 +286,8 @@ async def _delete(session: AsyncSession, *, source_id: int, external_id: str, no
     comment.body = ""
     comment.author_external_id = comment.author_name = comment.author_department = None
     comment.deleted_at = comment.updated_at = now
-    await session.execute(
-        sa.update(CommentVersion).where(CommentVersion.comment_id == comment.id).values(body="")  # type: ignore[arg-type]
-    )
-    await session.execute(sa.delete(CommentAnalysis).where(CommentAnalysis.comment_id == comment.id))  # type: ignore[arg-type]
+    await session.execute(sa.update(CommentVersion).where(col(CommentVersion.comment_id) == comment.id).values(body=""))
+    await session.execute(sa.delete(CommentAnalysis).where(col(CommentAnalysis.comment_id) == comment.id))
     await _cancel_open_jobs(session, comment.id, states=OPEN_JOB_STATES, now=now, reason="comment deleted")
     await session.flush()
     return Receipt(comment_id=comment.id, duplicate=False, outcome="deleted")
@@ -297,6 +298,6 @@ async def _cancel_open_jobs(
 ) -> None:
     await session.execute(
         sa.update(Job)
-        .where(Job.comment_id == comment_id, Job.state.in_(states))  # type: ignore[arg-type,attr-defined]
+        .where(col(Job.comment_id) == comment_id, col(Job.state).in_(states))
         .values(state=JobState.cancelled, finished_at=now, last_error=reason)
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import audit
 from service.errors import BadRequest, Conflict, NotFound
@@ -60,12 +61,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def list_jobs(session: AsyncSession, *, state: JobState | None, limit: int, cursor: str | None) -> JobPage:
     """Jobs, newest first, optionally in one state."""
-    stmt = sa.select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(min(limit, MAX_PAGE) + 1)  # type: ignore[attr-defined]
+    stmt = sa.select(Job).order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(min(limit, MAX_PAGE) + 1)
     if state is not None:
-        stmt = stmt.where(Job.state == state)  # type: ignore[arg-type]
+        stmt = stmt.where(col(Job.state) == state)
     if cursor is not None:
         at, job_id = _decode_cursor(cursor)
-        stmt = stmt.where(sa.tuple_(Job.created_at, Job.id) < sa.tuple_(at, job_id))  # type: ignore[arg-type]
+        stmt = stmt.where(sa.tuple_(col(Job.created_at), col(Job.id)) < sa.tuple_(at, job_id))
     rows = list((await session.execute(stmt)).scalars())
     page, more = rows[:limit], len(rows) > limit
     return JobPage(items=[_public(j) for j in page], next_cursor=_encode_cursor(page[-1]) if more else None)
@@ -73,7 +74,7 @@ async def list_jobs(session: AsyncSession, *, state: JobState | None, limit: int
 
 async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tuple[JobPublic, list[uuid.UUID]]:
     """Give a dead job a fresh set of attempts; returns it and the ids to enqueue after commit."""
-    job = (await session.execute(sa.select(Job).where(Job.id == job_id).with_for_update())).scalar_one_or_none()  # type: ignore[arg-type]
+    job = (await session.execute(sa.select(Job).where(col(Job.id) == job_id).with_for_update())).scalar_one_or_none()
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
     if job.state != JobState.dead:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service.errors import Forbidden, Unauthenticated
 from service.models import ApiKey, Role
@@ -71,7 +72,9 @@ async def create_key(
 
 async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) -> ApiKey:
     """Make sure a key with exactly this value exists with this role (bootstrap admin key)."""
-    existing = (await session.execute(sa.select(ApiKey).where(ApiKey.key_hash == hash_key(raw)))).scalar_one_or_none()
+    existing = (
+        await session.execute(sa.select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw)))
+    ).scalar_one_or_none()
     if existing is not None:
         existing.role = role
         existing.revoked_at = None
@@ -89,7 +92,7 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     if scheme.lower() != "bearer" or not raw.strip():
         raise Unauthenticated("Send an API key as 'Authorization: Bearer <key>'.")
     key = (
-        await session.execute(sa.select(ApiKey).where(ApiKey.key_hash == hash_key(raw.strip())))
+        await session.execute(sa.select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw.strip())))
     ).scalar_one_or_none()
     now = utcnow()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import sqlalchemy as sa
-from classifiers.pipeline import Analyser, Analysis
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from classifiers.pipeline import Analyser, Analysis
 from service.database import SessionFactory, dialect_name, transaction
 from service.models import Comment, CommentAnalysis, Delivery, Job, JobState
 from service.models.base import utcnow
@@ -56,14 +57,14 @@ async def claim(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: dat
     stmt = (
         sa.update(Job)
         .where(
-            Job.id.in_(job_ids),  # type: ignore[attr-defined]
+            col(Job.id).in_(job_ids),
             sa.or_(
-                sa.and_(Job.state == JobState.pending, Job.available_at <= now),  # type: ignore[arg-type,operator]
-                sa.and_(Job.state == JobState.running, Job.started_at < now - lease),  # type: ignore[arg-type,operator]
+                sa.and_(col(Job.state) == JobState.pending, col(Job.available_at) <= now),
+                sa.and_(col(Job.state) == JobState.running, col(Job.started_at) < now - lease),
             ),
         )
-        .values(state=JobState.running, attempts=Job.attempts + 1, started_at=now)
-        .returning(Job.id, Job.comment_id, Job.attempts)
+        .values(state=JobState.running, attempts=col(Job.attempts) + 1, started_at=now)
+        .returning(col(Job.id), col(Job.comment_id), col(Job.attempts))
     )
     rows = (await session.execute(stmt)).all()
     return [Claim(job_id=r[0], comment_id=r[1], attempt=r[2]) for r in rows]
@@ -104,8 +105,8 @@ async def _run(factory: SessionFactory, analyser: Analyser, claims: Sequence[Cla
     async with factory() as session:
         rows = (
             await session.execute(
-                sa.select(Comment.id, Comment.body, Comment.version, Comment.deleted_at).where(
-                    Comment.id.in_([c.comment_id for c in claims])  # type: ignore[attr-defined]
+                sa.select(col(Comment.id), col(Comment.body), col(Comment.version), col(Comment.deleted_at)).where(
+                    col(Comment.id).in_([c.comment_id for c in claims])
                 )
             )
         ).all()
@@ -127,9 +128,9 @@ async def _finish(session: AsyncSession, one: Claim, result: tuple[int, Analysis
     still_ours = (
         await session.execute(
             sa.update(Job)
-            .where(Job.id == one.job_id, Job.state == JobState.running, Job.attempts == one.attempt)  # type: ignore[arg-type]
+            .where(col(Job.id) == one.job_id, col(Job.state) == JobState.running, col(Job.attempts) == one.attempt)
             .values(state=JobState.done, finished_at=now, last_error=None)
-            .returning(Job.id)
+            .returning(col(Job.id))
         )
     ).first()
     if still_ours is None:
@@ -155,19 +156,14 @@ async def upsert_analysis(
     existing = await session.get(CommentAnalysis, comment_id, with_for_update=dialect_name(session) == "postgresql")
     if existing is not None and existing.comment_version > version:
         return
-    values = {
-        "comment_version": version,
-        "model_version": analysis.model_version,
-        "embedding": np.asarray(analysis.embedding, dtype="<f4").tobytes(),
-        "pii": [{"kind": p.kind, "start": p.start, "end": p.end} for p in analysis.pii],
-        "duration_ms": duration_ms,
-        "processed_at": now,
-    }
-    if existing is None:
-        session.add(CommentAnalysis(comment_id=comment_id, **values))
-    else:
-        for key, value in values.items():
-            setattr(existing, key, value)
+    row = existing or CommentAnalysis(comment_id=comment_id, comment_version=version, model_version="", embedding=b"")
+    row.comment_version = version
+    row.model_version = analysis.model_version
+    row.embedding = np.asarray(analysis.embedding, dtype="<f4").tobytes()
+    row.pii = [{"kind": p.kind, "start": p.start, "end": p.end} for p in analysis.pii]
+    row.duration_ms = duration_ms
+    row.processed_at = now
+    session.add(row)
     await session.flush()
 
 
@@ -200,22 +196,22 @@ async def due_jobs(factory: SessionFactory, *, settings: Settings, limit: int = 
     lease_before = now - timedelta(seconds=settings.job_lease_seconds)
     async with transaction(factory) as session:
         stmt = (
-            sa.select(Job.id)
+            sa.select(col(Job.id))
             .where(
                 sa.or_(
                     sa.and_(
-                        Job.state == JobState.pending,  # type: ignore[arg-type]
-                        Job.available_at <= now,  # type: ignore[arg-type,operator]
-                        sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before),  # type: ignore[union-attr,operator]
+                        col(Job.state) == JobState.pending,
+                        col(Job.available_at) <= now,
+                        sa.or_(col(Job.enqueued_at).is_(None), col(Job.enqueued_at) < requeue_before),
                     ),
                     sa.and_(
-                        Job.state == JobState.running,  # type: ignore[arg-type]
-                        Job.started_at < lease_before,  # type: ignore[arg-type,operator]
-                        sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before),  # type: ignore[union-attr,operator]
+                        col(Job.state) == JobState.running,
+                        col(Job.started_at) < lease_before,
+                        sa.or_(col(Job.enqueued_at).is_(None), col(Job.enqueued_at) < requeue_before),
                     ),
                 )
             )
-            .order_by(Job.available_at)  # type: ignore[arg-type]
+            .order_by(col(Job.available_at))
             .limit(limit)
         )
         if dialect_name(session) == "postgresql":
@@ -228,14 +224,12 @@ async def due_jobs(factory: SessionFactory, *, settings: Settings, limit: int = 
 
 async def mark_enqueued(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
     """Remember when jobs were handed to the queue backend."""
-    await session.execute(
-        sa.update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=now)  # type: ignore[attr-defined]
-    )
+    await session.execute(sa.update(Job).where(col(Job.id).in_(job_ids)).values(enqueued_at=now))
 
 
 async def prune_deliveries(factory: SessionFactory, *, settings: Settings) -> int:
     """Forget webhook ids older than the retention period; returns how many."""
     cutoff = utcnow() - timedelta(days=settings.delivery_retention_days)
     async with transaction(factory) as session:
-        result = await session.execute(sa.delete(Delivery).where(Delivery.received_at < cutoff))  # type: ignore[arg-type]
+        result = await session.execute(sa.delete(Delivery).where(col(Delivery.received_at) < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)

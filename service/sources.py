@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import audit
 from service.adapters.standard import SECRET_PREFIX
@@ -28,7 +29,7 @@ def to_public(source: Source) -> SourcePublic:
     return SourcePublic(
         slug=source.slug,
         name=source.name,
-        kind=source.kind,  # type: ignore[arg-type]  # stored as its string value
+        kind=source.kind,
         active=source.active,
         webhook_path=f"/v1/webhooks/{source.slug}",
         previous_secret_expires_at=source.previous_secret_expires_at,
@@ -55,7 +56,7 @@ def valid_secrets(source: Source, now: datetime) -> list[str]:
 
 async def get_by_slug(session: AsyncSession, slug: str, *, for_update: bool = False) -> Source:
     """A live (not deleted) source, or NotFound."""
-    stmt = sa.select(Source).where(Source.slug == slug, Source.deleted_at.is_(None))  # type: ignore[union-attr]
+    stmt = sa.select(Source).where(col(Source.slug) == slug, col(Source.deleted_at).is_(None))
     if for_update:
         stmt = stmt.with_for_update()
     source = (await session.execute(stmt)).scalar_one_or_none()
@@ -66,7 +67,7 @@ async def get_by_slug(session: AsyncSession, slug: str, *, for_update: bool = Fa
 
 async def create(session: AsyncSession, *, data: SourceCreate, actor: str) -> SourceWithSecret:
     """Create a source and return it with its signing secret (shown only this once)."""
-    taken = await session.execute(sa.select(Source.id).where(Source.slug == data.slug))
+    taken = await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == data.slug))
     if taken.first() is not None:
         raise AlreadyExists(f"A source with slug '{data.slug}' exists (or existed: slugs are never reused).")
     source = Source(slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret())
@@ -85,9 +86,7 @@ async def create(session: AsyncSession, *, data: SourceCreate, actor: str) -> So
 
 async def list_all(session: AsyncSession) -> list[SourcePublic]:
     """Every live source, by slug."""
-    rows = await session.execute(
-        sa.select(Source).where(Source.deleted_at.is_(None)).order_by(Source.slug)  # type: ignore[union-attr]
-    )
+    rows = await session.execute(sa.select(Source).where(col(Source.deleted_at).is_(None)).order_by(col(Source.slug)))
     return [to_public(s) for s in rows.scalars()]
 
 

@@ -17,8 +17,10 @@ assert jobs.process_comment_jobs.__name__ == PROCESS_JOB_FUNCTION
 
 def worker_settings(settings: Settings) -> type:
     """A WorkerSettings class bound to these settings (arq wants a class with attributes)."""
-    if not settings.redis_url:
+    redis_url = settings.redis_url
+    if not redis_url:
         raise ValueError("SWITCHBOARD_REDIS_URL must be set to run an arq worker")
+    connection = make_redis_settings(redis_url)
     interval = max(1, int(settings.reconcile_interval_seconds))
     seconds = set(range(0, 60, interval)) if interval < 60 else {0}
 
@@ -32,7 +34,7 @@ def worker_settings(settings: Settings) -> type:
         cron_jobs: ClassVar[list[Any]] = [cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False)]
         on_startup = staticmethod(startup)
         on_shutdown = staticmethod(context.shutdown)
-        redis_settings: ClassVar[RedisSettings] = make_redis_settings(settings.redis_url)
+        redis_settings: ClassVar[RedisSettings] = connection
         max_jobs = settings.worker_max_jobs
         job_timeout = int(settings.job_lease_seconds)
         keep_result = 60

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from service.adapters.standard import sign
 from service.database import create_engine
@@ -131,7 +132,7 @@ async def test_deleted_comment_is_erased_but_its_deletion_is_kept(client: httpx.
     assert shown["processing"]["state"] == "deleted"
     engine = create_engine(client.app.state.settings.database_url)  # type: ignore[attr-defined]
     async with engine.connect() as connection:
-        bodies = (await connection.execute(sa.select(CommentVersion.body))).scalars().all()  # type: ignore[call-overload]
+        bodies = (await connection.execute(sa.select(col(CommentVersion.body)))).scalars().all()
     await engine.dispose()
     assert bodies == [""]
     # A late 'created' for a deleted comment does not bring it back.

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from service.database import create_engine
 from service.models import Comment, CommentAnalysis, Delivery, Job
@@ -20,7 +21,7 @@ COMMENTS = 1000
 DELIVERIES_EACH = 3
 
 
-async def wait_processed(client: httpx.AsyncClient, timeout: float = 240) -> None:
+async def wait_processed(client: httpx.AsyncClient, timeout: float = 240) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         busy = 0
@@ -70,7 +71,7 @@ async def test_duplicate_storm_stores_and_processes_each_comment_once(database_u
         comments = (await connection.execute(sa.select(sa.func.count()).select_from(Comment))).scalar_one()
         deliveries = (await connection.execute(sa.select(sa.func.count()).select_from(Delivery))).scalar_one()
         analyses = (await connection.execute(sa.select(sa.func.count()).select_from(CommentAnalysis))).scalar_one()
-        jobs = (await connection.execute(sa.select(Job.state, Job.attempts))).all()
+        jobs = (await connection.execute(sa.select(col(Job.state), col(Job.attempts)))).all()
     await engine.dispose()
     assert (comments, deliveries, analyses) == (COMMENTS, COMMENTS, COMMENTS)
     assert len(jobs) == COMMENTS

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from service.database import create_engine
 from service.models import CommentAnalysis, Job
@@ -76,7 +77,9 @@ async def counts(url: str) -> tuple[int, dict[str, int]]:
     engine = create_engine(url)
     async with engine.connect() as connection:
         analyses = (await connection.execute(sa.select(sa.func.count()).select_from(CommentAnalysis))).scalar_one()
-        states = dict((await connection.execute(sa.select(Job.state, sa.func.count()).group_by(Job.state))).all())
+        states = dict(
+            (await connection.execute(sa.select(col(Job.state), sa.func.count()).group_by(col(Job.state)))).all()
+        )
     await engine.dispose()
     return analyses, states
 
@@ -109,7 +112,11 @@ async def test_worker_killed_twice_mid_run_loses_nothing_and_repeats_nothing(
         worker = switchboard("worker", env=env, log=tmp_path / "worker.log")
         try:
             for threshold in (200, 500):
-                await wait_until(pg_url, lambda analyses, _, t=threshold: analyses >= t, worker)
+
+                def reached(analyses: int, _: dict[str, int], threshold: int = threshold) -> bool:
+                    return analyses >= threshold
+
+                await wait_until(pg_url, reached, worker)
                 worker.send_signal(signal.SIGKILL)
                 worker.wait()
                 worker = switchboard("worker", env=env, log=tmp_path / "worker.log")
@@ -133,7 +140,8 @@ async def test_webhooks_are_acknowledged_while_redis_is_down_and_processed_when_
             await wait_until(pg_url, lambda analyses, _: analyses == 50, worker)
             redis_server.stop()
             assert await post_comments(base_url, range(50, 150)) == [202] * 100  # still acknowledged
-            ready = httpx.get(f"{base_url}/readyz", timeout=10)
+            async with httpx.AsyncClient(base_url=base_url, timeout=10) as probe:
+                ready = await probe.get("/readyz")
             assert ready.status_code == 503
             assert "queue" in ready.json()["detail"]
             redis_server.start()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from classifiers.pipeline import Analysis, BatchingAnalyser
 from service import processing
@@ -51,7 +52,8 @@ async def factory(database_url: str) -> AsyncIterator[SessionFactory]:
 
 async def add_comment(factory: SessionFactory, external_id: str, body: str) -> uuid.UUID:
     async with transaction(factory) as session:
-        source_id = (await session.execute(sa.select(Source.id))).scalar_one()
+        source_id = (await session.execute(sa.select(Source))).scalar_one().id
+        assert source_id is not None
         receipt = await apply_event(
             session,
             source_id=source_id,
@@ -71,8 +73,8 @@ async def add_comment(factory: SessionFactory, external_id: str, body: str) -> u
 
 async def job_states(factory: SessionFactory) -> dict[str, int]:
     async with factory() as session:
-        rows = (await session.execute(sa.select(Job.state, sa.func.count()).group_by(Job.state))).all()
-    return {state: count for state, count in rows}
+        rows = (await session.execute(sa.select(col(Job.state), sa.func.count()).group_by(col(Job.state)))).all()
+    return {str(state): int(count) for state, count in rows}
 
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
@@ -178,7 +180,8 @@ async def test_old_webhook_ids_are_forgotten_after_retention(factory: SessionFac
     from service.models import Delivery
 
     async with transaction(factory) as session:
-        source_id = (await session.execute(sa.select(Source.id))).scalar_one()
+        source_id = (await session.execute(sa.select(Source))).scalar_one().id
+        assert source_id is not None
         session.add(
             Delivery(
                 source_id=source_id,
