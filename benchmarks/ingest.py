@@ -225,6 +225,7 @@ class LoadResult:
     t0: float  # loop clock at the start of the phase
     offered: float | None = None  # open loop only
     max_start_lag: float = 0.0  # open loop only: how late the generator started a request
+    server_cpu: float | None = None  # the server process's CPU use during the phase, % of one core
 
     @property
     def ok(self) -> int:
@@ -334,6 +335,7 @@ class JobStats:
     backlog_after_closed: int
     drain_window: float | None  # end of the closed loop to the last finish, seconds
     drain_done: int  # jobs finished after the closed loop ended
+    drain_cpu: float | None = None  # the server process's CPU use while draining, % of one core
 
     @property
     def done(self) -> int:
@@ -471,7 +473,9 @@ async def run_migrate(env: dict[str, str], log_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_server(env: dict[str, str], log_path: Path, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+async def running_server(
+    env: dict[str, str], log_path: Path, admin_key: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, int]]:
     """`switchboard serve` on a free loopback port until ready; an admin client; SIGTERM on the way out."""
     port = free_port()
     with open_log(log_path) as out:
@@ -495,7 +499,7 @@ async def running_server(env: dict[str, str], log_path: Path, admin_key: str) ->
             started = time.monotonic()
             await wait_ready(admin, process, log_path)
             log(f"ready after {time.monotonic() - started:.1f} s")
-            yield admin
+            yield admin, process.pid
     finally:
         await stop(process)
 
@@ -577,7 +581,35 @@ def load_client(base_url: str, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
 
 
-async def exercise(admin: httpx.AsyncClient, args: argparse.Namespace, result: BackendResult) -> None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+class CpuMeter:
+    """The CPU use of a process during a `with` block, in % of one core (`percent`; None off Linux)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.percent: float | None = None
+        self._before: float | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._before, self._started = cpu_seconds(self.pid), time.monotonic()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        after = cpu_seconds(self.pid)
+        if self._before is not None and after is not None:
+            self.percent = 100 * (after - self._before) / (time.monotonic() - self._started)
+
+
+async def exercise(admin: httpx.AsyncClient, pid: int, args: argparse.Namespace, result: BackendResult) -> None:
     """Create a source, run both load phases and wait for processing to drain."""
     response = await admin.post("/v1/admin/sources", json={"slug": SLUG, "name": "Benchmark"})
     if response.status_code != 201:
@@ -590,15 +622,21 @@ async def exercise(admin: httpx.AsyncClient, args: argparse.Namespace, result: B
     connections = min(512, max(32, math.ceil(args.rate)))
     log(f"{result.name}: open loop, {args.rate:g}/s for {args.seconds:g} s ({connections} connections)")
     async with load_client(base_url, connections) as client:
-        result.open = await open_loop(client, sender, rate=args.rate, seconds=args.seconds)
+        with CpuMeter(pid) as meter:
+            result.open = await open_loop(client, sender, rate=args.rate, seconds=args.seconds)
+        result.open.server_cpu = meter.percent
     log(f"{result.name}: closed loop, {args.concurrency} clients for {args.closed_seconds:g} s")
     async with load_client(base_url, args.concurrency) as client:
-        result.closed = await closed_loop(client, sender, concurrency=args.concurrency, seconds=args.closed_seconds)
+        with CpuMeter(pid) as meter:
+            result.closed = await closed_loop(client, sender, concurrency=args.concurrency, seconds=args.closed_seconds)
+        result.closed.server_cpu = meter.percent
     log(f"{result.name}: waiting for processing to drain (at most {args.drain_timeout:g} s)")
-    drained = await wait_drained(admin, args.drain_timeout)
+    with CpuMeter(pid) as meter:
+        drained = await wait_drained(admin, args.drain_timeout)
     result.jobs = await job_stats(
         admin, drain_seconds=drained, open_end=result.open.ended_wall, closed_end=result.closed.ended_wall
     )
+    result.jobs.drain_cpu = meter.percent
 
 
 async def bench_sqlite(args: argparse.Namespace, workdir: Path) -> BackendResult:
@@ -609,8 +647,8 @@ async def bench_sqlite(args: argparse.Namespace, workdir: Path) -> BackendResult
     env = server_environment(f"sqlite+aiosqlite:///{database}", admin_key)
     log_path = workdir / "sqlite" / "server.log"
     try:
-        async with running_server(env, log_path, admin_key) as admin:
-            await exercise(admin, args, result)
+        async with running_server(env, log_path, admin_key) as (admin, pid):
+            await exercise(admin, pid, args, result)
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     result.log_counts, result.log_evidence = scan_log(log_path)
@@ -656,8 +694,8 @@ async def bench_postgresql(args: argparse.Namespace, workdir: Path) -> BackendRe
     log_path = workdir / "postgresql" / "server.log"
     try:
         await run_migrate(env, log_path)
-        async with running_server(env, log_path, admin_key) as admin:
-            await exercise(admin, args, result)
+        async with running_server(env, log_path, admin_key) as (admin, pid):
+            await exercise(admin, pid, args, result)
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -106,9 +106,11 @@ class InlineQueue:
                     queue.task_done()
 
     async def _reconcile_forever(self) -> None:
+        first = True  # what an earlier process had queued in memory is gone: hand out all pending rows
         while True:
             try:
-                await reconcile(self._factory, self._settings, self.enqueue)
+                await reconcile(self._factory, self._settings, self.enqueue, queue_was_lost=first)
+                first = False
             except Exception:
                 log.exception("reconciler sweep failed")
             await asyncio.sleep(self._settings.reconcile_interval_seconds)
@@ -175,11 +177,13 @@ async def reconcile(
     factory: SessionFactory,
     settings: Settings,
     enqueue: Callable[[Sequence[uuid.UUID]], Awaitable[None]],
+    *,
+    queue_was_lost: bool = False,
 ) -> int:
     """One sweep: hand out due job rows again and forget old webhook ids. Returns how many were handed out."""
     total = 0
     while True:
-        ids = await processing.due_jobs(factory, settings=settings)
+        ids = await processing.due_jobs(factory, settings=settings, queue_was_lost=queue_was_lost)
         if ids:
             await enqueue(ids)
             total += len(ids)

@@ -185,14 +185,17 @@ async def _record_failure(factory: SessionFactory, one: Claim, *, settings: Sett
         await session.flush()
 
 
-async def due_jobs(factory: SessionFactory, *, settings: Settings, limit: int = 1000) -> list[uuid.UUID]:
+async def due_jobs(
+    factory: SessionFactory, *, settings: Settings, limit: int = 1000, queue_was_lost: bool = False
+) -> list[uuid.UUID]:
     """Job rows that should be (re-)enqueued now; marks them enqueued so the next sweep leaves them alone.
 
     Pending rows that are available and were never enqueued (or were enqueued long ago and never started, e.g.
-    Redis lost them), and running rows whose runner has gone silent past the lease.
+    Redis lost them), and running rows whose runner has gone silent past the lease. `queue_was_lost`: the
+    in-process queue just started empty, so every pending row is due however recently it was enqueued.
     """
     now = utcnow()
-    requeue_before = now - timedelta(seconds=settings.job_requeue_seconds)
+    requeue_before = now if queue_was_lost else now - timedelta(seconds=settings.job_requeue_seconds)
     lease_before = now - timedelta(seconds=settings.job_lease_seconds)
     async with transaction(factory) as session:
         stmt = (

@@ -8,6 +8,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from classifiers.pipeline import BatchingAnalyser
 from service.models.base import utcnow
 from tests.conftest import make_settings, running_app
 from tests.factories import ADMIN, comment_payload, create_source, post_event
@@ -91,10 +92,9 @@ async def test_both_secrets_work_during_rotation_overlap(client: httpx.AsyncClie
     assert (await post_event(client, new, comment_payload("c-new"))).status_code == 202
 
 
-async def test_only_the_new_secret_works_after_the_grace_period(database_url: str) -> None:
+async def test_only_the_new_secret_works_after_the_grace_period(database_url: str, analyser: BatchingAnalyser) -> None:
     # A zero grace period is the end of any overlap: the previous secret is refused at once.
-    async with running_app(make_settings(database_url, secret_rotation_grace_hours=0), None) as client:
-        await client.app.state.queue.close()  # type: ignore[attr-defined]  # no processing needed here
+    async with running_app(make_settings(database_url, secret_rotation_grace_hours=0), analyser) as client:
         old = await create_source(client)
         new = (await client.post("/v1/admin/sources/intranet/rotate-secret", headers=ADMIN)).json()["secret"]
         refused = await post_event(client, old, comment_payload("c-old"))

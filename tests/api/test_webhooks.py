@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -12,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
+from classifiers.pipeline import BatchingAnalyser
 from service.adapters.standard import sign
 from service.database import create_engine
 from service.models import Comment, CommentVersion, Delivery, Job
@@ -327,3 +329,23 @@ def test_signatures_match_the_standardwebhooks_package() -> None:
     body = b'{"type": "comment.created"}'
     theirs = Webhook(secret).sign("msg_1", datetime.fromtimestamp(1700000000, UTC), body.decode())
     assert sign(secret, webhook_id="msg_1", timestamp=1700000000, body=body) == theirs
+
+
+async def test_acknowledged_comment_survives_a_restart_before_processing(
+    database_url: str, analyser: BatchingAnalyser
+) -> None:
+    from tests.conftest import make_settings, running_app
+
+    settings = make_settings(database_url, job_requeue_seconds=3600)
+    async with running_app(settings, analyser) as first:
+        await first.app.state.queue.close()  # type: ignore[attr-defined]  # the process dies before processing
+        secret = await create_source(first)
+        accepted = await post_event(first, secret, comment_payload())
+        assert accepted.status_code == 202
+    async with running_app(settings, analyser) as second:
+        for _ in range(100):
+            shown = (await second.get(f"/v1/comments/{accepted.json()['id']}", headers=ADMIN)).json()
+            if shown["processing"]["state"] == "processed":
+                break
+            await asyncio.sleep(0.1)
+        assert shown["processing"]["state"] == "processed"
