@@ -37,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f}"
+
+
+def percent_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def rate_text(value: float | None) -> str:
@@ -740,7 +745,7 @@ def run_servers(args: argparse.Namespace) -> list[BackendResult]:
 class EncoderResult:
     load_seconds: float
     torch_threads: int
-    rows: list[tuple[str, int, float, float, float]]  # what, texts, comments/s, single p50, single p99
+    rows: list[tuple[str, list[float], float, float]]  # what, comments/s of each repeat, single p50, single p99
 
 
 def timed_batches(function: Any, texts: Sequence[str], batch: int) -> float:
@@ -781,16 +786,16 @@ def bench_encoder(args: argparse.Namespace) -> EncoderResult:
 
     log("encoder: warm-up pass (untimed)")
     timed_batches(encoder.encode, texts, args.batch)  # first forward passes at each padded width are slower
-    rows: list[tuple[str, int, float, float, float]] = []
+    rows: list[tuple[str, list[float], float, float]] = []
     for what, function in (
         ("Encoder.encode", encoder.encode),
         ("Pipeline.analyse (encoder + PII)", pipeline.analyse),
         ("find_pii only", pii_only),
     ):
         log(f"encoder: timing {what}")
-        throughput = timed_batches(function, texts, args.batch)
+        throughputs = [timed_batches(function, texts, args.batch) for _ in range(args.repeats)]
         latencies = timed_singles(function, singles)
-        rows.append((what, len(texts), throughput, percentile(latencies, 50), percentile(latencies, 99)))
+        rows.append((what, throughputs, percentile(latencies, 50), percentile(latencies, 99)))
     return EncoderResult(load_seconds=load_seconds, torch_threads=torch.get_num_threads(), rows=rows)
 
 
@@ -829,7 +834,19 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
     )
     print(
         table(
-            ["backend", "offered/s", "sent", "acks/s", "non-2xx", "p50 ms", "p95 ms", "p99 ms", "max ms", "gen lag ms"],
+            [
+                "backend",
+                "offered/s",
+                "sent",
+                "acks/s",
+                "non-2xx",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "gen lag ms",
+                "server CPU %",
+            ],
             [
                 [
                     r.name,
@@ -842,6 +859,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                     ms(o.latency(99)),
                     ms(o.latency(100)),
                     ms(o.max_start_lag),
+                    percent_text(o.server_cpu),
                 ]
                 for r in ran
                 if (o := r.open) is not None
@@ -852,7 +870,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
     print(f"b. Closed loop: {args.concurrency} clients back to back for {args.closed_seconds:g} s")
     print(
         table(
-            ["backend", "clients", "requests", "acks/s", "non-2xx", "p50 ms", "p99 ms", "max ms"],
+            ["backend", "clients", "requests", "acks/s", "non-2xx", "p50 ms", "p99 ms", "max ms", "server CPU %"],
             [
                 [
                     r.name,
@@ -863,6 +881,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                     ms(c.latency(50)),
                     ms(c.latency(99)),
                     ms(c.latency(100)),
+                    percent_text(c.server_cpu),
                 ]
                 for r in ran
                 if (c := r.closed) is not None
@@ -877,13 +896,14 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                 "backend",
                 "jobs",
                 "done",
-                "other states",
+                "not done",
                 "retried",
-                "backlog after a",
-                "backlog after b",
+                "backlog@a",
+                "backlog@b",
                 "drain s",
-                "processed/s",
-                "after-load processed/s",
+                "jobs/s overall",
+                "jobs/s after load",
+                "server CPU % (drain)",
             ],
             [
                 [
@@ -897,16 +917,18 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                     "timeout" if j.drain_seconds is None else f"{j.drain_seconds:.1f}",
                     rate_text(j.processing_rate),
                     rate_text(j.drain_rate),
+                    percent_text(j.drain_cpu),
                 ]
                 for r in ran
                 if (j := r.jobs) is not None
             ],
         )
     )
-    print("   From the job rows: processed/s = done jobs / (first job start .. last job finish), i.e. while")
-    print("   competing with ingestion; after-load processed/s = jobs finished after b ended / (end of b .. last")
-    print("   finish); backlog = jobs created but not finished when that phase ended; drain s = from the end of b")
-    print("   until the API shows no pending or running job.")
+    print("   From the job rows: jobs/s overall = done jobs / (first job start .. last job finish), so partly while")
+    print("   competing with ingestion for the CPU; jobs/s after load = jobs finished after b ended / (end of b ..")
+    print("   last finish); backlog@a/@b = jobs created but not finished when phase a/b ended; drain s = from the")
+    print("   end of b until the API lists no pending or running job. server CPU % = the server process's CPU")
+    print("   time over wall time (100 % = one core).")
     for r in results:
         if r.skipped:
             print(f"\n{r.name}: skipped: {r.skipped}")
@@ -930,14 +952,24 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
     if encoder is not None:
         print()
         print(
-            f"2. Encoder in-process: {args.encoder_texts} texts in batches of {args.batch}; "
+            f"2. Encoder in-process: {args.encoder_texts} texts in batches of {args.batch}, {args.repeats} runs each; "
             f"single-comment latency over {args.single_calls} calls "
             f"(model load {encoder.load_seconds:.1f} s, torch threads {encoder.torch_threads})"
         )
         print(
             table(
-                ["what", "texts", "comments/s", "single p50 ms", "single p99 ms"],
-                [[what, str(n), f"{rate:.1f}", ms(p50), ms(p99)] for what, n, rate, p50, p99 in encoder.rows],
+                ["what", "texts", "comments/s best", "comments/s median", "single p50 ms", "single p99 ms"],
+                [
+                    [
+                        what,
+                        str(args.encoder_texts),
+                        f"{max(rates):.1f}",
+                        f"{statistics.median(rates):.1f}",
+                        ms(p50),
+                        ms(p99),
+                    ]
+                    for what, rates, p50, p99 in encoder.rows
+                ],
             )
         )
 
@@ -974,6 +1006,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin URL of a loopback PostgreSQL")
     parser.add_argument("--encoder-texts", type=int, default=512, help="texts for the in-process encoder timing")
     parser.add_argument("--batch", type=int, default=32, help="encoder batch size for the in-process timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs over the texts (best and median shown)")
     parser.add_argument("--single-calls", type=int, default=50, help="single-comment calls for the latency")
     parser.add_argument(
         "--keep-dir", default=None, help="a new folder to keep the SQLite file and server logs in (default: a temp dir)"
@@ -994,6 +1027,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--encoder-texts": (args.encoder_texts, 1, 10_000),
         "--batch": (args.batch, 1, 256),
         "--single-calls": (args.single_calls, 1, 1000),
+        "--repeats": (args.repeats, 1, 20),
     }
     for option, (value, low, high) in limits.items():
         if not low <= value <= high:

@@ -79,7 +79,7 @@ def test_openapi_command_writes_the_document(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["info"]["title"] == "Switchboard"
 
 
-def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
+def test_bad_database_url_is_a_clear_error() -> None:
     result = run_cli("migrate", env={"SWITCHBOARD_DATABASE_URL": "mysql://root@localhost/x"})
     assert result.returncode != 0
     assert "sqlite:// or postgresql://" in result.stderr
