@@ -92,6 +92,17 @@ def _quiet_weight_loading() -> Iterator[None]:
         hf_logging.set_tqdm_hook(previous)
 
 
+def check_texts(texts: Sequence[str], caller: str) -> list[str]:
+    """The texts as a list; a lone str (which would be read letter by letter) or a non-str item is a TypeError."""
+    if isinstance(texts, str):
+        raise TypeError(f"{caller}() takes a sequence of texts, not a single str")
+    items = list(texts)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+    return items
+
+
 class Encoder:
     """all-MiniLM-L6-v2 sentence embeddings (mean pooling over attention mask, L2-normalised), CPU, batched.
 
@@ -147,12 +158,7 @@ class Encoder:
         Texts longer than ``max_length`` tokens are truncated. Internally texts are sorted by token count and
         encoded in batches of ``batch_size`` so that padding is minimal.
         """
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a sequence of texts, not a single str")
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        items = check_texts(texts, "encode")
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out

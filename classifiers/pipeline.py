@@ -13,7 +13,7 @@ from typing import Protocol, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from classifiers.encoder import Encoder
+from classifiers.encoder import Encoder, check_texts
 from classifiers.pii import PiiFinding, find_pii
 
 __all__ = ["Analyser", "Analysis", "BatchingAnalyser", "Pipeline"]
@@ -40,13 +40,7 @@ class Analyser(Protocol):
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("analyse() takes a sequence of texts, not a single str")
-    items = list(texts)
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
-    return items
+    return check_texts(texts, "analyse")
 
 
 class Pipeline:

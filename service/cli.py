@@ -118,7 +118,7 @@ def create_key(
         engine = create_engine(settings.database_url)
         try:
             async with transaction(create_session_factory(engine)) as session:
-                _, raw = await keys.create_key(session, role=role, name=name, member_id=member)
+                _, raw = await keys.create_key(session, role=role, name=name, member_id=member, actor="cli")
             return raw
         finally:
             await engine.dispose()

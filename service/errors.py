@@ -8,7 +8,8 @@
     ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
-    │   └── AlreadyExists (409 already_exists)
+    │   ├── AlreadyExists (409 already_exists)
+    │   └── InvalidState (409 invalid_state)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     └── NotReady (503 not_ready)
@@ -79,6 +80,11 @@ class Conflict(SwitchboardError):
 class AlreadyExists(Conflict):
     code = "already_exists"
     title = "Already exists"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+    title = "Not possible in the current state"
 
 
 class PayloadTooLarge(SwitchboardError):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import audit
-from service.errors import BadRequest, Conflict, NotFound
+from service.errors import BadRequest, InvalidState, NotFound
 from service.models import Job, JobState
 from service.models.base import utcnow
 
@@ -78,7 +78,7 @@ async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tupl
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
     if job.state != JobState.dead:
-        raise Conflict(f"Only dead jobs can be retried; this one is {job.state}.")
+        raise InvalidState(f"Only dead jobs can be retried; this one is {job.state}.")
     now = utcnow()
     job.state = JobState.pending
     job.attempts = 0

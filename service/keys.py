@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import audit
 from service.errors import Forbidden, Unauthenticated
 from service.models import ApiKey, Role
 from service.models.base import utcnow
@@ -52,6 +53,7 @@ async def create_key(
     member_id: str | None = None,
     raw: str | None = None,
     expires_at: datetime | None = None,
+    actor: str = audit.SYSTEM_ACTOR,
 ) -> tuple[ApiKey, str]:
     """Store a new key (or the given raw value) and return it with the raw key, which is never stored."""
     if role is Role.responder and not member_id:
@@ -67,6 +69,14 @@ async def create_key(
     )
     session.add(key)
     await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.prefix,
+        after={"name": name, "role": role, "member_id": member_id},
+    )
     return key, raw
 
 

@@ -193,3 +193,35 @@ async def test_old_webhook_ids_are_forgotten_after_retention(factory: SessionFac
         )
         session.add(Delivery(source_id=source_id, webhook_id="new", event_type="comment.created", outcome="created"))
     assert await processing.prune_deliveries(factory, settings=settings_for(database_url)) == 1
+
+
+async def test_admin_sees_dead_jobs_and_can_retry_them(database_url: str, analyser: BatchingAnalyser) -> None:
+    from tests.conftest import drain, running_app
+    from tests.factories import ADMIN, comment_payload, create_source, post_event
+
+    settings = make_settings(database_url, job_max_attempts=1)
+    async with running_app(settings, PoisonAware(analyser)) as client:  # type: ignore[arg-type]
+        secret = await create_source(client)
+        bad = await post_event(client, secret, comment_payload("c-bad", body="POISON here"))
+        await post_event(client, secret, comment_payload("c-ok", body="fine"))
+        await drain(client)
+        dead = (await client.get("/v1/admin/jobs", params={"state": "dead"}, headers=ADMIN)).json()["items"]
+        assert [j["comment_id"] for j in dead] == [bad.json()["id"]]
+        shown = (await client.get(f"/v1/comments/{bad.json()['id']}", headers=ADMIN)).json()
+        assert shown["processing"]["state"] == "dead"
+        assert "this comment breaks the model" in shown["processing"]["last_error"]
+
+        retried = await client.post(f"/v1/admin/jobs/{dead[0]['id']}/retry", headers=ADMIN)
+        assert retried.status_code == 200
+        assert retried.json()["state"] == "pending"
+        again = await client.post(f"/v1/admin/jobs/{dead[0]['id']}/retry", headers=ADMIN)
+        assert (again.status_code, again.json()["code"]) == (409, "invalid_state")
+        await drain(client)
+        page = (await client.get("/v1/admin/jobs", params={"limit": 1}, headers=ADMIN)).json()
+        assert len(page["items"]) == 1
+        assert page["next_cursor"] is not None
+        rest = (await client.get("/v1/admin/jobs", params={"cursor": page["next_cursor"]}, headers=ADMIN)).json()
+        assert len(rest["items"]) == 1
+        assert rest["next_cursor"] is None
+        bad_cursor = await client.get("/v1/admin/jobs", params={"cursor": "!!"}, headers=ADMIN)
+        assert (bad_cursor.status_code, bad_cursor.json()["code"]) == (400, "bad_request")
