@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ RESPONSE_GRACE_SECONDS = 30.0  # after the load window: how long unanswered requ
 REQUEST_TIMEOUT_SECONDS = 30.0
 POLL_INTERVAL_SECONDS = 0.5
 JOB_PAGE = 500
+MIN_DRAIN_JOBS = 64  # fewer jobs left after the load: no meaningful after-load processing rate
 MAX_JOB_PAGES = 200  # 100 000 job rows: far more than any default run creates
 
 
@@ -231,6 +232,7 @@ class LoadResult:
     offered: float | None = None  # open loop only
     max_start_lag: float = 0.0  # open loop only: how late the generator started a request
     server_cpu: float | None = None  # the server process's CPU use during the phase, % of one core
+    connections: int = 0  # open loop only: connections (senders)
 
     @property
     def ok(self) -> int:
@@ -262,36 +264,50 @@ async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str], 
     return Sample(response.status_code, now - start, now, detail)
 
 
-async def open_loop(client: httpx.AsyncClient, sender: Sender, *, rate: float, seconds: float) -> LoadResult:
-    """Start `rate` requests per second on a fixed schedule for `seconds`, never waiting for responses."""
+async def open_loop(
+    client: httpx.AsyncClient, sender: Sender, *, rate: float, seconds: float, connections: int
+) -> LoadResult:
+    """Offer `rate` requests per second on a fixed schedule for `seconds`, whatever the responses do.
+
+    Requests go into a FIFO at their scheduled time; `connections` senders, one connection each, take them
+    out in order. Latency runs from the scheduled time, so time spent waiting for a free connection (the
+    server being slow) counts, as it would for a real platform. The queue lives here rather than in httpx's
+    pool, whose waiting list costs O(waiting x connections) CPU per event and starves this process once
+    hundreds of requests wait, leaving connections idle long enough for uvicorn's 5 s keep-alive timer.
+    """
     loop = asyncio.get_running_loop()
     count = max(1, round(rate * seconds))
     deliveries = [sender.delivery() for _ in range(count)]  # signed up front: signing is not what we measure
     samples: list[Sample] = []
     lags: list[float] = []
+    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
 
-    async def one(index: int, scheduled: float) -> None:
-        lags.append(loop.time() - scheduled)
-        body, headers = deliveries[index]
-        samples.append(await post(client, body, headers, scheduled))
+    async def connection_sender() -> None:
+        while (item := await queue.get()) is not None:
+            index, scheduled = item
+            body, headers = deliveries[index]
+            samples.append(await post(client, body, headers, scheduled))
 
     started_wall = time.time()
     t0 = loop.time() + 0.05
-    tasks: list[asyncio.Task[None]] = []
+    senders = [asyncio.create_task(connection_sender()) for _ in range(connections)]
     for index in range(count):
         scheduled = t0 + index / rate
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(index, scheduled)))
-    _, unfinished = await asyncio.wait(tasks, timeout=RESPONSE_GRACE_SECONDS)
+        lags.append(loop.time() - scheduled)
+        queue.put_nowait((index, scheduled))
+    for _ in senders:
+        queue.put_nowait(None)
+    _, unfinished = await asyncio.wait(senders, timeout=RESPONSE_GRACE_SECONDS)
     for task in unfinished:
         task.cancel()
     await asyncio.gather(*unfinished, return_exceptions=True)
     now = loop.time()
     samples.extend(
         Sample(0, now - t0, now, f"no response {RESPONSE_GRACE_SECONDS:.0f} s after the load window")
-        for _ in unfinished
+        for _ in range(count - len(samples))
     )
     last = max(s.completed for s in samples)
     return LoadResult(
@@ -302,6 +318,7 @@ async def open_loop(client: httpx.AsyncClient, sender: Sender, *, rate: float, s
         t0=t0,
         offered=rate,
         max_start_lag=max(lags, default=0.0),
+        connections=connections,
     )
 
 
@@ -354,7 +371,7 @@ class JobStats:
 
     @property
     def drain_rate(self) -> float | None:
-        if not self.drain_window or self.drain_done < 2:
+        if not self.drain_window or self.drain_done < MIN_DRAIN_JOBS:
             return None
         return self.drain_done / self.drain_window
 
@@ -581,7 +598,9 @@ class BackendResult:
 
 
 def load_client(base_url: str, connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # keepalive_expiry below uvicorn's 5 s keep-alive timeout: an idle connection is dropped by us before the
+    # server closes it, instead of racing the server's close with a new request (a ReadError).
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=4.0)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, pool=None)  # waiting for a connection is part of latency
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
 
@@ -622,13 +641,13 @@ async def exercise(admin: httpx.AsyncClient, pid: int, args: argparse.Namespace,
     sender = Sender(response.json()["secret"], run_tag=secrets.token_hex(3))
     base_url = str(admin.base_url)
 
-    # Enough connections for the offered rate with ~1 s of queueing, capped: beyond that, waiting for a
-    # connection is client-side queueing, which the schedule-based latency includes anyway.
-    connections = min(512, max(32, math.ceil(args.rate)))
+    # Enough connections to carry the offered rate at up to 0.5 s per request: a server that keeps up is
+    # never held back by the client; one that does not makes requests wait for a connection, which counts.
+    connections = min(256, max(16, math.ceil(args.rate * 0.5)))
     log(f"{result.name}: open loop, {args.rate:g}/s for {args.seconds:g} s ({connections} connections)")
     async with load_client(base_url, connections) as client:
         with CpuMeter(pid) as meter:
-            result.open = await open_loop(client, sender, rate=args.rate, seconds=args.seconds)
+            result.open = await open_loop(client, sender, rate=args.rate, seconds=args.seconds, connections=connections)
         result.open.server_cpu = meter.percent
     log(f"{result.name}: closed loop, {args.concurrency} clients for {args.closed_seconds:g} s")
     async with load_client(base_url, args.concurrency) as client:
@@ -748,7 +767,7 @@ class EncoderResult:
     rows: list[tuple[str, list[float], float, float]]  # what, comments/s of each repeat, single p50, single p99
 
 
-def timed_batches(function: Any, texts: Sequence[str], batch: int) -> float:
+def timed_batches(function: Callable[[list[str]], object], texts: Sequence[str], batch: int) -> float:
     """Comments per second of `function` over `texts` in chunks of `batch` (after one warm-up chunk)."""
     function(list(texts[:batch]))
     start = time.perf_counter()
@@ -757,7 +776,7 @@ def timed_batches(function: Any, texts: Sequence[str], batch: int) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-def timed_singles(function: Any, texts: Sequence[str]) -> list[float]:
+def timed_singles(function: Callable[[list[str]], object], texts: Sequence[str]) -> list[float]:
     latencies = []
     for text in texts:
         start = time.perf_counter()
@@ -828,6 +847,14 @@ def failure_summary(phase: str, result: LoadResult) -> Iterator[str]:
 
 def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: EncoderResult | None) -> None:
     ran = [r for r in results if r.open is not None]
+    if ran:
+        server_tables(args, ran)
+    backend_notes(results)
+    if encoder is not None:
+        encoder_table(args, encoder)
+
+
+def server_tables(args: argparse.Namespace, ran: Sequence[BackendResult]) -> None:
     print()
     print(
         f"a. Open loop: {args.rate:g} webhooks/s offered for {args.seconds:g} s (latency from the scheduled send time)"
@@ -837,6 +864,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
             [
                 "backend",
                 "offered/s",
+                "conns",
                 "sent",
                 "acks/s",
                 "non-2xx",
@@ -851,6 +879,7 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
                 [
                     r.name,
                     f"{o.offered or 0:g}",
+                    str(o.connections),
                     str(len(o.samples)),
                     rate_text(o.acks_per_second),
                     str(len(o.failures)),
@@ -866,6 +895,9 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
             ],
         )
     )
+    print("   acks/s = 2xx answers / (first scheduled send .. last answer); latency includes waiting for one of the")
+    print("   `conns` connections; gen lag = worst lateness of the generator against its schedule (the client")
+    print("   itself short of CPU when it is more than a few ms).")
     print()
     print(f"b. Closed loop: {args.concurrency} clients back to back for {args.closed_seconds:g} s")
     print(
@@ -929,6 +961,9 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
     print("   last finish); backlog@a/@b = jobs created but not finished when phase a/b ended; drain s = from the")
     print("   end of b until the API lists no pending or running job. server CPU % = the server process's CPU")
     print("   time over wall time (100 % = one core).")
+
+
+def backend_notes(results: Sequence[BackendResult]) -> None:
     for r in results:
         if r.skipped:
             print(f"\n{r.name}: skipped: {r.skipped}")
@@ -949,29 +984,31 @@ def report(args: argparse.Namespace, results: Sequence[BackendResult], encoder: 
             print(f"\n{r.name}: server log: {counts}")
             for line in r.log_evidence:
                 print(f"    {line}")
-    if encoder is not None:
-        print()
-        print(
-            f"2. Encoder in-process: {args.encoder_texts} texts in batches of {args.batch}, {args.repeats} runs each; "
-            f"single-comment latency over {args.single_calls} calls "
-            f"(model load {encoder.load_seconds:.1f} s, torch threads {encoder.torch_threads})"
-        )
-        print(
-            table(
-                ["what", "texts", "comments/s best", "comments/s median", "single p50 ms", "single p99 ms"],
+
+
+def encoder_table(args: argparse.Namespace, encoder: EncoderResult) -> None:
+    print()
+    print(
+        f"2. Encoder in-process: {args.encoder_texts} texts in batches of {args.batch}, {args.repeats} runs each; "
+        f"single-comment latency over {args.single_calls} calls "
+        f"(model load {encoder.load_seconds:.1f} s, torch threads {encoder.torch_threads})"
+    )
+    print(
+        table(
+            ["what", "texts", "comments/s best", "comments/s median", "single p50 ms", "single p99 ms"],
+            [
                 [
-                    [
-                        what,
-                        str(args.encoder_texts),
-                        f"{max(rates):.1f}",
-                        f"{statistics.median(rates):.1f}",
-                        ms(p50),
-                        ms(p99),
-                    ]
-                    for what, rates, p50, p99 in encoder.rows
-                ],
-            )
+                    what,
+                    str(args.encoder_texts),
+                    f"{max(rates):.1f}",
+                    f"{statistics.median(rates):.1f}",
+                    ms(p50),
+                    ms(p99),
+                ]
+                for what, rates, p50, p99 in encoder.rows
+            ],
         )
+    )
 
 
 def load_average() -> str:

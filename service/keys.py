@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import audit
+from service.database import insert_ignore, table
 from service.errors import Forbidden, Unauthenticated
 from service.models import ApiKey, Role
 from service.models.base import utcnow
@@ -81,16 +82,31 @@ async def create_key(
 
 
 async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) -> ApiKey:
-    """Make sure a key with exactly this value exists with this role (bootstrap admin key)."""
-    existing = (
-        await session.execute(sa.select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw)))
-    ).scalar_one_or_none()
-    if existing is not None:
-        existing.role = role
-        existing.revoked_at = None
+    """Make sure a key with exactly this value exists with this role (bootstrap admin key).
+
+    Several API processes start at once: the insert is ON CONFLICT DO NOTHING, so exactly one of them creates it.
+    """
+    created = await insert_ignore(
+        session,
+        table(ApiKey),
+        {"key_hash": hash_key(raw), "prefix": raw[:12], "name": name, "role": role, "created_at": utcnow()},
+        conflict_columns=["key_hash"],
+        returning=table(ApiKey).c.id,
+    )
+    key = (await session.execute(sa.select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw)))).scalar_one()
+    if created is not None:
+        await audit.record(
+            session,
+            actor=audit.SYSTEM_ACTOR,
+            action="api_key.bootstrapped",
+            target_type="api_key",
+            target_id=key.prefix,
+            after={"name": name, "role": role},
+        )
+    elif key.role != role or key.revoked_at is not None:
+        key.role = role
+        key.revoked_at = None
         await session.flush()
-        return existing
-    key, _ = await create_key(session, role=role, name=name, raw=raw)
     return key
 
 

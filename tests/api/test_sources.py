@@ -170,3 +170,27 @@ async def test_revoked_and_expired_keys_are_refused(client: httpx.AsyncClient) -
     for raw in (revoked_raw, expired_raw):
         response = await client.get("/v1/admin/sources", headers={"Authorization": f"Bearer {raw}"})
         assert response.status_code == 401
+
+
+async def test_bootstrap_key_is_created_once_when_processes_start_together(database_url: str) -> None:
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from service import keys
+    from service.database import create_engine, create_session_factory, transaction
+    from service.models import Role
+
+    engine = create_engine(database_url)
+    factory = create_session_factory(engine)
+
+    async def start_one() -> None:
+        async with transaction(factory) as session:
+            await keys.ensure_key(session, raw="sbk_bootstrap-value", role=Role.admin, name="bootstrap")
+
+    await asyncio.gather(*[start_one() for _ in range(4)])
+    async with factory() as session:
+        count = (await session.execute(sa.text("SELECT count(*) FROM api_key"))).scalar_one()
+        audited = (await session.execute(sa.text("SELECT count(*) FROM audit_event"))).scalar_one()
+    await engine.dispose()
+    assert (count, audited) == (1, 1)
