@@ -26,8 +26,15 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # One connection per process: SQLite has one writer at a time anyway, and waiting for the pool is a fair
+    # FIFO queue, whereas connections competing for the write lock poll with back-off (seconds of tail latency).
     engine = create_async_engine(
-        url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        url,
+        echo=echo,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -69,14 +76,20 @@ async def insert_ignore(
     *,
     conflict_columns: Sequence[str],
     returning: sa.ColumnElement[Any] | None = None,
+    update_columns: Sequence[str] = (),
 ) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING; returns the `returning` value, or None when the row existed."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+    """INSERT ... ON CONFLICT DO NOTHING (or DO UPDATE SET `update_columns`, an upsert) in one statement.
+
+    Returns the `returning` value, or None when the row existed and nothing was updated.
+    """
+    dialect = dialect_name(session)
+    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(**values)
+    if update_columns:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=conflict_columns, set_={c: stmt.excluded[c] for c in update_columns}
+        )
     else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+        stmt = stmt.on_conflict_do_nothing(index_elements=conflict_columns)
     if returning is not None:
         stmt = stmt.returning(returning)
         return (await session.execute(stmt)).scalar_one_or_none()

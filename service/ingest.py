@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Literal
 
 import sqlalchemy as sa
@@ -111,11 +112,17 @@ async def apply_event(
     if event.action == "deleted":
         return await _delete(session, source_id=source_id, external_id=event.external_id, now=now)
     thread_id = await _upsert_thread(session, source_id=source_id, thread=event.thread, now=now)
+    create = partial(
+        _create, session, source_id=source_id, thread_id=thread_id, event=event, now=now, max_attempts=max_attempts
+    )
+    if event.action == "created" and (receipt := await create()) is not None:
+        return receipt  # the common case, in one statement
     comment = await _lock_comment(session, source_id=source_id, external_id=event.external_id)
-    if comment is None:
-        return await _create(
-            session, source_id=source_id, thread_id=thread_id, event=event, now=now, max_attempts=max_attempts
-        )
+    if comment is None:  # an edit of a comment we never heard of: it is created from the edit
+        if (receipt := await create()) is not None:
+            return receipt
+        comment = await _lock_comment(session, source_id=source_id, external_id=event.external_id)
+        assert comment is not None  # created concurrently, and committed: we waited for its lock
     if comment.deleted_at is not None:
         return Receipt(comment_id=comment.id, duplicate=False, outcome="ignored_deleted")
     if event.action == "created":
@@ -143,7 +150,7 @@ async def apply_event(
         )
     )
     await _cancel_open_jobs(session, comment.id, states=(JobState.pending,), now=now, reason="superseded by an edit")
-    job = _new_job(comment, now=now, max_attempts=max_attempts)
+    job = _new_job(comment.id, comment.version, now=now, max_attempts=max_attempts)
     session.add(job)
     await session.flush()
     return Receipt(comment_id=comment.id, duplicate=False, outcome="updated", job_ids=[job.id])
@@ -156,11 +163,11 @@ def _set_author(comment: Comment, event: CommentEvent) -> None:
     comment.author_department = author.department if author else None
 
 
-def _new_job(comment: Comment, *, now: datetime, max_attempts: int) -> Job:
+def _new_job(comment_id: uuid.UUID, version: int, *, now: datetime, max_attempts: int) -> Job:
     return Job(
         kind=JobKind.process_comment,
-        comment_id=comment.id,
-        comment_version=comment.version,
+        comment_id=comment_id,
+        comment_version=version,
         max_attempts=max_attempts,
         created_at=now,
         available_at=now,
@@ -191,30 +198,15 @@ async def _upsert_thread(
         "author_name": thread.author.name if thread.author else None,
         "author_email": thread.author.email if thread.author else None,
     }
-    await insert_ignore(
+    thread_id: int = await insert_ignore(
         session,
         table(Thread),
-        {
-            "source_id": source_id,
-            "external_id": thread.external_id,
-            "created_at": now,
-            "updated_at": now,
-            **fields,
-        },
+        {"source_id": source_id, "external_id": thread.external_id, "created_at": now, "updated_at": now, **fields},
         conflict_columns=["source_id", "external_id"],
+        update_columns=[*fields, "updated_at"],  # the latest event's view of the story wins
+        returning=table(Thread).c.id,
     )
-    row = (
-        await session.execute(
-            sa.select(Thread).where(col(Thread.source_id) == source_id, col(Thread.external_id) == thread.external_id)
-        )
-    ).scalar_one()
-    if any(getattr(row, k) != v for k, v in fields.items()):
-        for k, v in fields.items():
-            setattr(row, k, v)
-        row.updated_at = now
-        await session.flush()
-    assert row.id is not None
-    return row.id
+    return thread_id
 
 
 async def _create(
@@ -225,14 +217,15 @@ async def _create(
     event: CommentEvent,
     now: datetime,
     max_attempts: int,
-) -> Receipt:
-    comment_id = uuid.uuid4()
+) -> Receipt | None:
+    """Insert the comment with version 1 and its job; None if it already exists (nothing written then)."""
     author = event.author
-    inserted = await insert_ignore(
+    body = event.body or ""
+    comment_id = await insert_ignore(
         session,
         table(Comment),
         {
-            "id": comment_id,
+            "id": uuid.uuid4(),
             "source_id": source_id,
             "thread_id": thread_id,
             "external_id": event.external_id,
@@ -240,7 +233,7 @@ async def _create(
             "author_external_id": author.external_id if author else None,
             "author_name": author.name if author else None,
             "author_department": author.department if author else None,
-            "body": event.body or "",
+            "body": body,
             "version": 1,
             "posted_at": event.posted_at,
             "edited_at": event.edited_at,
@@ -250,16 +243,10 @@ async def _create(
         conflict_columns=["source_id", "external_id"],
         returning=table(Comment).c.id,
     )
-    if inserted is None:
-        # Another transaction created it between our lookup and insert (PostgreSQL): the same comment.
-        existing = await _lock_comment(session, source_id=source_id, external_id=event.external_id)
-        assert existing is not None
-        return Receipt(comment_id=existing.id, duplicate=False, outcome="duplicate_comment")
-    comment = await session.get_one(Comment, comment_id)
-    session.add(
-        CommentVersion(comment_id=comment_id, version=1, body=comment.body, edited_at=event.edited_at, received_at=now)
-    )
-    job = _new_job(comment, now=now, max_attempts=max_attempts)
+    if comment_id is None:
+        return None
+    session.add(CommentVersion(comment_id=comment_id, version=1, body=body, edited_at=event.edited_at, received_at=now))
+    job = _new_job(comment_id, 1, now=now, max_attempts=max_attempts)
     session.add(job)
     await session.flush()
     return Receipt(comment_id=comment_id, duplicate=False, outcome="created", job_ids=[job.id])

@@ -135,7 +135,7 @@ class ArqQueue:
         if self._pool is None:
             from arq import create_pool
 
-            self._pool = await create_pool(redis_settings(self._redis_url))
+            self._pool = await create_pool(redis_settings(self._redis_url, retries=0))
         return self._pool
 
     async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
@@ -162,13 +162,16 @@ class ArqQueue:
             self._pool = None
 
 
-def redis_settings(url: str) -> Any:
-    """arq RedisSettings for a URL, with short timeouts so an outage is noticed rather than waited out."""
+def redis_settings(url: str, *, retries: int = 2) -> Any:
+    """arq RedisSettings for a URL, with short timeouts so an outage is noticed rather than waited out.
+
+    The API passes retries=0: a webhook must not wait for Redis, its job row is safe in the database.
+    """
     from arq.connections import RedisSettings
 
     settings = RedisSettings.from_dsn(url)
-    settings.conn_timeout = 2
-    settings.conn_retries = 2
+    settings.conn_timeout = 1
+    settings.conn_retries = retries
     settings.conn_retry_delay = 1
     return settings
 
