@@ -53,6 +53,9 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # Longer than the idle timeout of common HTTP client pools, so a platform's pooled connection is not
+        # closed under a request it just sent (uvicorn's default of 5 s races clients that keep connections 5 s).
+        timeout_keep_alive=75,
     )
 
 
