@@ -4,6 +4,7 @@ from service.models.auth import ApiKey, AuditEvent, Role
 from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
 from service.models.job import OPEN_JOB_STATES, Delivery, Job, JobKind, JobState
 from service.models.source import Source, SourceKind
+from service.models.topic import Label, Topic
 
 __all__ = [
     "OPEN_JOB_STATES",
@@ -16,8 +17,10 @@ __all__ = [
     "Job",
     "JobKind",
     "JobState",
+    "Label",
     "Role",
     "Source",
     "SourceKind",
     "Thread",
+    "Topic",
 ]

@@ -79,5 +79,7 @@ class CommentAnalysis(SQLModel, table=True):
     model_version: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
     embedding: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # float32, little-endian
     pii: list[dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    # Head results, language and topic with its explanation, exactly as POST /v1/classify returns them.
+    classification: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     duration_ms: float = 0.0
     processed_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())
