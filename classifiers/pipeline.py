@@ -1,4 +1,4 @@
-"""Per-comment analysis (embedding + personal data spans), synchronous and micro-batched async."""
+"""Per-comment analysis from one encoder pass: embedding, heads, language, personal data; sync and batched."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifiers.encoder import Encoder, check_texts
+from classifiers.heads import HeadResult, Heads
+from classifiers.language import LanguageDetector, LanguageResult
 from classifiers.pii import PiiFinding, find_pii
+from classifiers.topics import TopicResult
 
 __all__ = ["Analyser", "Analysis", "BatchingAnalyser", "Pipeline"]
 
@@ -29,6 +32,10 @@ class Analysis:
     embedding: NDArray[np.float32]
     pii: list[PiiFinding]
     model_version: str
+    language: LanguageResult | None = None
+    # None when no heads are loaded, or when the text is in a language the heads were not trained on.
+    heads: dict[str, HeadResult] | None = None
+    topic: TopicResult | None = None  # filled in by the caller that knows the organisation's taxonomy
 
 
 class Analyser(Protocol):
@@ -44,27 +51,42 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 class Pipeline:
-    """Synchronous: one encoder pass per batch + PII detection."""
+    """Synchronous: one encoder pass per batch feeds the heads; language and PII detection beside it."""
 
     model_version: str
 
-    def __init__(self, encoder: Encoder, *, pii_region: str | None = None) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        pii_region: str | None = None,
+        heads: Heads | None = None,
+        language: LanguageDetector | None = None,
+    ) -> None:
         """``pii_region`` is passed to :func:`~classifiers.pii.find_pii` as ``default_region``."""
         if pii_region is not None:
             find_pii("", default_region=pii_region)  # fail now on an unknown region, not on every batch
+        if heads is not None:
+            heads.check_encoder(encoder.model_version)
         self.encoder = encoder
         self.pii_region = pii_region
-        self.model_version = encoder.model_version
+        self.heads = heads
+        self.language = language
+        self.model_version = encoder.model_version + (f"+{heads.version}" if heads is not None else "")
 
     def analyse(self, texts: Sequence[str]) -> list[Analysis]:
         items = _check_texts(texts)
         embeddings = self.encoder.encode(items)
         embeddings.setflags(write=False)  # rows are shared views: keep the frozen Analysis immutable
+        languages = self.language.detect(items) if self.language is not None else [None] * len(items)
+        heads = self.heads.predict(embeddings) if self.heads is not None else [None] * len(items)
         return [
             Analysis(
                 embedding=embeddings[i],
                 pii=find_pii(text, default_region=self.pii_region),
                 model_version=self.model_version,
+                language=languages[i],
+                heads=heads[i] if languages[i] is None or languages[i].supported else None,  # type: ignore[union-attr]
             )
             for i, text in enumerate(items)
         ]

@@ -92,6 +92,13 @@ class TopicModel:
         k: int = DEFAULT_K,
     ) -> TopicModel:
         """Embed every example (and description) of every topic."""
+        texts, owners = cls.examples_of(topics)
+        vectors = embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        return cls(topics, texts, owners, vectors, other_threshold=other_threshold, k=k)
+
+    @staticmethod
+    def examples_of(topics: Sequence[TopicSpec]) -> tuple[list[str], npt.NDArray[np.int64]]:
+        """The texts to embed (descriptions as "name: description", then examples) and whose topic each is."""
         if any(t.name.strip().lower() == OTHER for t in topics):
             raise ValueError(f"'{OTHER}' is reserved for comments that fit no topic")
         texts: list[str] = []
@@ -103,8 +110,7 @@ class TopicModel:
             for example in topic.examples:
                 texts.append(example)
                 owners.append(index)
-        vectors = embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-        return cls(topics, texts, np.asarray(owners, dtype=np.int64), vectors, other_threshold=other_threshold, k=k)
+        return texts, np.asarray(owners, dtype=np.int64)
 
     def classify(self, embeddings: npt.NDArray[np.float32]) -> list[TopicResult]:
         """One result per row of (L2-normalised) embeddings."""

@@ -7,9 +7,10 @@ import uuid
 from fastapi import APIRouter
 
 from routers.problems import problem_responses
-from service import comments
+from service import comments, labels
 from service.comments import CommentPublic
-from service.deps import AdminDep, SessionDep
+from service.deps import AdminDep, CurrentPrincipal, SessionDep
+from service.labels import LabelCreate, LabelPublic
 
 router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
 
@@ -18,3 +19,13 @@ router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=problem_r
 async def get_comment(comment_id: uuid.UUID, session: SessionDep, _admin: AdminDep) -> CommentPublic:
     """A comment with its thread, its processing state and what processing found."""
     return await comments.read(session, comment_id=comment_id)
+
+
+@router.post(
+    "/{comment_id}/labels", status_code=201, operation_id="correct_labels", responses=problem_responses(404, 422)
+)
+async def correct_labels(
+    comment_id: uuid.UUID, data: LabelCreate, session: SessionDep, principal: CurrentPrincipal
+) -> LabelPublic:
+    """Correct what the classifiers said about a comment; topic corrections teach the topic model."""
+    return await labels.correct(session, comment_id=comment_id, data=data, principal=principal)

@@ -7,12 +7,18 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from classifiers.pipeline import Analyser
 from fastapi import FastAPI
 
+from classifiers.pipeline import Analyser
+
+if TYPE_CHECKING:
+    from classifiers.encoder import Encoder
+    from classifiers.pipeline import Pipeline
 from service import keys, migrate, processing
-from service.database import create_engine, create_session_factory, transaction
+from service.classification import Classifier
+from service.database import SessionFactory, create_engine, create_session_factory, transaction
 from service.jobs import ArqQueue, InlineQueue, JobQueue
 from service.models import Role
 from service.settings import Settings
@@ -20,16 +26,54 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_analyser(settings: Settings) -> Analyser:
-    """Load the encoder and build the batching analysis pipeline (slow: a second or two)."""
-    from classifiers.pipeline import BatchingAnalyser, Pipeline
+def build_pipeline(settings: Settings, encoder: Encoder) -> Pipeline:
+    """The heads (if trained ones are there) and the language detector over this encoder."""
+    from classifiers.heads import Heads, default_heads_dir
+    from classifiers.language import LanguageDetector
+    from classifiers.pipeline import Pipeline
 
+    heads_dir = settings.heads_dir or default_heads_dir()
+    heads = Heads.load(heads_dir) if heads_dir.is_dir() else None
+    if heads is None:
+        log.warning("no classification heads in %s: comments get embeddings, topics and PII only", heads_dir)
+    return Pipeline(encoder, heads=heads, language=LanguageDetector())
+
+
+def load_analyser(settings: Settings) -> Analyser:
+    """Load the encoder and build the batching pipeline over it (a few seconds)."""
     from classifiers.encoder import Encoder
+    from classifiers.pipeline import BatchingAnalyser
 
     encoder = Encoder(
         settings.model_dir, max_length=settings.encoder_max_length, batch_size=settings.encoder_batch_size
     )
-    return BatchingAnalyser(Pipeline(encoder), max_batch=settings.encoder_batch_size)
+    return BatchingAnalyser(build_pipeline(settings, encoder), max_batch=settings.encoder_batch_size)
+
+
+class ClassifierProvider:
+    """The process's classifier, loaded at start-up (in-process backend) or on first use (API beside workers)."""
+
+    def __init__(self, settings: Settings, factory: SessionFactory, analyser: Analyser | None) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._owned = analyser is None
+        self._classifier = None if analyser is None else self._wrap(analyser)
+        self._lock = asyncio.Lock()
+
+    def _wrap(self, analyser: Analyser) -> Classifier:
+        return Classifier(analyser, self._factory, other_threshold=self._settings.topic_other_threshold)
+
+    async def get(self) -> Classifier:
+        """The classifier, loading the model now if this process has not yet."""
+        async with self._lock:
+            if self._classifier is None:
+                self._classifier = self._wrap(await asyncio.to_thread(load_analyser, self._settings))
+            return self._classifier
+
+    async def aclose(self) -> None:
+        """Release the model if this provider loaded it."""
+        if self._owned and self._classifier is not None:
+            await self._classifier.aclose()
 
 
 def create_app(settings: Settings | None = None, *, analyser: Analyser | None = None) -> FastAPI:
@@ -54,33 +98,31 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
                     role=Role.admin,
                     name="bootstrap",
                 )
-        owned_analyser: Analyser | None = None
+        classifiers = ClassifierProvider(settings, factory, analyser)
         queue: JobQueue
         if settings.redis_url:
-            queue = ArqQueue(settings.redis_url)
+            queue = ArqQueue(settings.redis_url)  # workers classify; this process loads the model only if asked
         else:
-            active = analyser
-            if active is None:
-                active = owned_analyser = await asyncio.to_thread(load_analyser, settings)
+            classifier = await classifiers.get()
 
-            async def run_batch(job_ids: Sequence[uuid.UUID], active: Analyser = active) -> None:
-                await processing.process_jobs(factory, active, job_ids, settings=settings)
+            async def run_batch(job_ids: Sequence[uuid.UUID]) -> None:
+                await processing.process_jobs(factory, classifier, job_ids, settings=settings)
 
             queue = InlineQueue(factory, settings, run_batch)
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = factory
         app.state.queue = queue
+        app.state.classifiers = classifiers
         await queue.start()
         try:
             yield
         finally:
             await queue.close()
-            if owned_analyser is not None:
-                await owned_analyser.aclose()
+            await classifiers.aclose()
             await engine.dispose()
 
-    from routers import comments, health, jobs, problems, sources, webhooks
+    from routers import classify, comments, health, jobs, problems, sources, topics, webhooks
 
     app = FastAPI(
         title="Switchboard",
@@ -90,7 +132,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (webhooks, sources, comments, jobs, health):
+    for module in (webhooks, sources, topics, comments, classify, jobs, health):
         app.include_router(module.router)
     return app
 

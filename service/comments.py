@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service.classification import ClassificationPublic
 from service.errors import NotFound
 from service.models import Comment, CommentAnalysis, CommentVersion, Job, JobState, Source, Thread
 
@@ -81,6 +82,9 @@ class CommentPublic(BaseModel):
     deleted_at: datetime | None
     processing: ProcessingPublic
     analysis: AnalysisPublic | None
+    classification: ClassificationPublic | None = Field(
+        description="What the classifiers said about the current version (the same shape as POST /v1/classify)."
+    )
 
 
 _STATE_OF_JOB: dict[str, ProcessingState] = {
@@ -161,4 +165,7 @@ async def read(session: AsyncSession, *, comment_id: uuid.UUID) -> CommentPublic
             duration_ms=analysis.duration_ms,
             processed_at=analysis.processed_at,
         ),
+        classification=None
+        if analysis is None or analysis.classification is None
+        else ClassificationPublic.model_validate(analysis.classification),
     )

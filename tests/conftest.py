@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from classifiers.encoder import Encoder
-from classifiers.pipeline import BatchingAnalyser, Pipeline
+from classifiers.pipeline import BatchingAnalyser
 from service import migrate
-from service.app import create_app
+from service.app import build_pipeline, create_app
 from service.database import create_engine
 from service.jobs import InlineQueue
 from service.settings import Settings
@@ -55,7 +55,7 @@ def encoder() -> Encoder:
 @pytest.fixture(scope="session")
 async def analyser(encoder: Encoder) -> AsyncIterator[BatchingAnalyser]:
     """The real batching analysis pipeline over the shared encoder."""
-    batching = BatchingAnalyser(Pipeline(encoder))
+    batching = BatchingAnalyser(build_pipeline(Settings(), encoder))
     yield batching
     await batching.aclose()
 

@@ -7,8 +7,8 @@ import logging
 from typing import Any, TypedDict
 
 from classifiers.pipeline import Analyser
-
 from service.app import load_analyser
+from service.classification import Classifier
 from service.database import SessionFactory, create_engine, create_session_factory
 from service.settings import Settings
 
@@ -31,7 +31,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx["engine"] = engine
     ctx["session_factory"] = create_session_factory(engine)
-    ctx["analyser"] = await asyncio.to_thread(load_analyser, settings)
+    analyser = await asyncio.to_thread(load_analyser, settings)
+    ctx["analyser"] = Classifier(analyser, ctx["session_factory"], other_threshold=settings.topic_other_threshold)
     log.info("worker ready: model %s", ctx["analyser"].model_version)
 
 

@@ -1,0 +1,65 @@
+"""Embeddings of data files, cached on disk by file hash, selected rows and encoder version.
+
+Cache files live in ``var/cache/embeddings`` of the project (gitignored) unless another folder is given:
+``<encoder version>-L<max_length>/<folder>.<split>.<sha256 of the file>.<rows>.npy``. A rerun on unchanged
+data and the same encoder reads them instead of running the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifiers.encoder import Encoder
+from classifiers.training.data import Examples
+
+__all__ = ["default_cache_dir", "embed"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 2048  # texts per encode() call: bounds memory and gives progress lines
+
+
+def default_cache_dir() -> Path:
+    """``$SWITCHBOARD_EMBEDDING_CACHE`` if set, else ``var/cache/embeddings`` in the project folder."""
+    configured = os.environ.get("SWITCHBOARD_EMBEDDING_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "var" / "cache" / "embeddings"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def embed(encoder: Encoder, examples: Examples, cache_dir: Path | None) -> NDArray[np.float32]:
+    """The embeddings of ``examples.texts`` (rows in order); ``cache_dir=None`` disables the cache."""
+    path: Path | None = None
+    if cache_dir is not None:
+        path = cache_dir / f"{_slug(encoder.model_version)}-L{encoder.max_length}" / f"{examples.cache_key}.npy"
+        if path.is_file():
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (len(examples), encoder.dim) and cached.dtype == np.float32:
+                return np.asarray(cached, dtype=np.float32)
+            log.warning("ignoring %s: shape %s, expected %s", path, cached.shape, (len(examples), encoder.dim))
+    started = time.monotonic()
+    parts: list[NDArray[np.float32]] = []
+    for begin in range(0, len(examples), _CHUNK):
+        parts.append(encoder.encode(examples.texts[begin : begin + _CHUNK]))
+        if len(examples) > _CHUNK:
+            log.info("%s: embedded %d / %d", examples.cache_key, begin + len(parts[-1]), len(examples))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
+    log.info("%s: %d texts embedded in %.1f s", examples.cache_key, len(examples), time.monotonic() - started)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            np.save(f, vectors, allow_pickle=False)
+        os.replace(f.name, path)
+    return vectors

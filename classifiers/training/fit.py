@@ -1,0 +1,134 @@
+"""Fitting heads on fixed embeddings with torch: L2-regularised multinomial logistic regression (full-batch
+L-BFGS), an optional one-hidden-layer MLP (full-batch Adam), and temperature scaling.
+
+Everything runs in float64 on the CPU, single-threaded by default where it matters for bit-exact reruns
+(:func:`deterministic`), and draws randomness only from explicit seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = ["Layers", "deterministic", "fit_linear", "fit_mlp", "fit_temperature", "logits"]
+
+Layers = tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
+
+
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic torch algorithms for the duration (restored afterwards)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _class_weights(y: torch.Tensor, k: int, balanced: bool) -> torch.Tensor | None:
+    if not balanced:
+        return None
+    counts = torch.bincount(y, minlength=k).to(torch.float64).clamp(min=1.0)
+    return counts.sum() / (k * counts)
+
+
+def fit_linear(
+    x: NDArray[np.float32], y: NDArray[np.int64], k: int, *, weight_decay: float, balanced: bool = False
+) -> Layers:
+    """Multinomial logistic regression: minimise mean cross-entropy + weight_decay/2 * ||W||^2 (bias free).
+
+    Full-batch L-BFGS with strong-Wolfe line search from zero weights: deterministic, no seed involved.
+    """
+    features = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    weights = _class_weights(target, k, balanced)
+    w = torch.zeros((k, features.shape[1]), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=1000,
+        max_eval=1250,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(features @ w.T + b, target, weight=weights)
+        loss = loss + 0.5 * weight_decay * (w * w).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimiser.step(closure)  # type: ignore[no-untyped-call]
+    return ((w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)),)
+
+
+def fit_mlp(
+    x: NDArray[np.float32],
+    y: NDArray[np.int64],
+    k: int,
+    *,
+    hidden: int,
+    weight_decay: float,
+    seed: int,
+    epochs: int = 300,
+    lr: float = 3e-3,
+    balanced: bool = False,
+) -> Layers:
+    """One hidden ReLU layer, full-batch AdamW for ``epochs`` steps from a seeded initialisation."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    weights = _class_weights(target, k, balanced)
+    d = features.shape[1]
+    w0 = (torch.randn((hidden, d), generator=generator, dtype=torch.float64) * (2.0 / d) ** 0.5).requires_grad_()
+    b0 = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
+    w1 = (torch.randn((k, hidden), generator=generator, dtype=torch.float64) * (1.0 / hidden) ** 0.5).requires_grad_()
+    b1 = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.AdamW([w0, b0, w1, b1], lr=lr, weight_decay=0.0)
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        out = torch.relu(features @ w0.T + b0) @ w1.T + b1
+        loss = torch.nn.functional.cross_entropy(out, target, weight=weights)
+        loss = loss + 0.5 * weight_decay * ((w0 * w0).sum() + (w1 * w1).sum())
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+    as32 = [t.detach().numpy().astype(np.float32) for t in (w0, b0, w1, b1)]
+    return ((as32[0], as32[1]), (as32[2], as32[3]))
+
+
+def logits(layers: Layers, x: NDArray[np.float32]) -> NDArray[np.float64]:
+    """The raw (uncalibrated) outputs, computed as :class:`classifiers.heads.HeadWeights` does."""
+    h = np.asarray(x, dtype=np.float32)
+    for i, (w, b) in enumerate(layers):
+        h = h @ w.T + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, np.float32(0))
+    return h.astype(np.float64)
+
+
+def fit_temperature(raw: NDArray[np.float64], y: NDArray[np.int64]) -> float:
+    """The temperature T > 0 minimising the log loss of softmax(raw / T) on (raw, y): L-BFGS over log T."""
+    z = torch.from_numpy(raw)
+    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [log_t], lr=0.5, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), target)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimiser.step(closure)  # type: ignore[no-untyped-call]
+    return float(log_t.exp().item())

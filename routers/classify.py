@@ -1,0 +1,21 @@
+"""Synchronous classification, for pre-publication checks and evaluation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from routers.problems import problem_responses
+from service import classification
+from service.classification import ClassifyRequest, ClassifyResponse
+from service.deps import CurrentPrincipal, SessionDep, SettingsDep
+
+router = APIRouter(tags=["classify"])
+
+
+@router.post("/v1/classify", operation_id="classify", responses=problem_responses(401, 403, 422))
+async def classify(
+    data: ClassifyRequest, request: Request, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> ClassifyResponse:
+    """Classify up to 256 texts now: every head, the topic with its nearest examples, language, personal data."""
+    classifier = await request.app.state.classifiers.get()
+    return await classification.classify_texts(session, classifier, data, settings=settings, principal=principal)
