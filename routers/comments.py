@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from routers.problems import problem_responses
 from service import comments, labels
 from service.comments import CommentPublic
-from service.deps import AdminDep, CurrentPrincipal, SessionDep
+from service.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from service.labels import LabelCreate, LabelPublic
 
 router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
@@ -25,7 +25,16 @@ async def get_comment(comment_id: uuid.UUID, session: SessionDep, _admin: AdminD
     "/{comment_id}/labels", status_code=201, operation_id="correct_labels", responses=problem_responses(404, 422)
 )
 async def correct_labels(
-    comment_id: uuid.UUID, data: LabelCreate, session: SessionDep, principal: CurrentPrincipal
+    comment_id: uuid.UUID,
+    data: LabelCreate,
+    session: SessionDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
 ) -> LabelPublic:
     """Correct what the classifiers said about a comment; topic corrections teach the topic model."""
-    return await labels.correct(session, comment_id=comment_id, data=data, principal=principal)
+    label, job_ids = await labels.correct(
+        session, comment_id=comment_id, data=data, principal=principal, settings=settings
+    )
+    jobs.enqueue(job_ids)
+    return label

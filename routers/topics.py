@@ -6,16 +6,20 @@ from fastapi import APIRouter, Response
 
 from routers.problems import problem_responses
 from service import topics
-from service.deps import AdminDep, SessionDep
+from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
 from service.models.topic import TopicCreate, TopicPublic, TopicUpdate
 
 router = APIRouter(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))
 
 
 @router.post("", status_code=201, operation_id="create_topic", responses=problem_responses(409, 422))
-async def create_topic(data: TopicCreate, session: SessionDep, admin: AdminDep) -> TopicPublic:
-    """Add a topic with a description and example comments; classification picks it up at once."""
-    return await topics.create(session, data=data, actor=admin.actor)
+async def create_topic(
+    data: TopicCreate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+) -> TopicPublic:
+    """Add a topic with a description and example comments; recent comments are classified again."""
+    topic, job_ids = await topics.create(session, data=data, actor=admin.actor, settings=settings)
+    jobs.enqueue(job_ids)
+    return topic
 
 
 @router.get("", operation_id="list_topics")
@@ -31,13 +35,19 @@ async def get_topic(topic_id: int, session: SessionDep, _admin: AdminDep) -> Top
 
 
 @router.patch("/{topic_id}", operation_id="update_topic", responses=problem_responses(404, 409, 422))
-async def update_topic(topic_id: int, data: TopicUpdate, session: SessionDep, admin: AdminDep) -> TopicPublic:
-    """Rename a topic, change its description or replace its examples."""
-    return await topics.update(session, topic_id=topic_id, data=data, actor=admin.actor)
+async def update_topic(
+    topic_id: int, data: TopicUpdate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+) -> TopicPublic:
+    """Rename a topic, change its description or replace its examples; recent comments are classified again."""
+    topic, job_ids = await topics.update(session, topic_id=topic_id, data=data, actor=admin.actor, settings=settings)
+    jobs.enqueue(job_ids)
+    return topic
 
 
 @router.delete("/{topic_id}", status_code=204, operation_id="delete_topic", responses=problem_responses(404, 422))
-async def delete_topic(topic_id: int, session: SessionDep, admin: AdminDep) -> Response:
-    """Remove a topic from the taxonomy."""
-    await topics.delete(session, topic_id=topic_id, actor=admin.actor)
+async def delete_topic(
+    topic_id: int, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+) -> Response:
+    """Remove a topic from the taxonomy; recent comments are classified again."""
+    jobs.enqueue(await topics.delete(session, topic_id=topic_id, actor=admin.actor, settings=settings))
     return Response(status_code=204)

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.topics import OTHER
+from service import reclassify
 from service.errors import InvalidPayload, NotFound
 from service.keys import Principal, require_role
 from service.models import Comment, Label, Role, Topic
+from service.settings import Settings
 
 Flag = Literal["offensive", "hate", "needs_answer", "pii", "spam"]
 
@@ -48,8 +50,8 @@ class LabelPublic(BaseModel):
 
 
 async def correct(
-    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelCreate, principal: Principal
-) -> LabelPublic:
+    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelCreate, principal: Principal, settings: Settings
+) -> tuple[LabelPublic, list[uuid.UUID]]:
     """Record a correction; a topic correction joins that topic's examples at the classifier's next refit."""
     require_role(principal, Role.admin, Role.responder)
     comment = await session.get(Comment, comment_id)
@@ -76,4 +78,5 @@ async def correct(
     )
     session.add(label)
     await session.flush()
-    return LabelPublic.model_validate(label, from_attributes=True)
+    job_ids = await reclassify.enqueue_recent(session, settings=settings) if topic is not None else []
+    return LabelPublic.model_validate(label, from_attributes=True), job_ids

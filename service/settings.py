@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     topic_other_threshold: float = Field(
         0.30, ge=-1, le=1, description="A comment less similar than this to every topic's examples is 'other'."
     )
+    reclassify_days: float = Field(
+        7, ge=0, description="After a taxonomy change or topic correction, comments this recent are classified again."
+    )
+    reclassify_max_comments: int = Field(5000, ge=0, description="At most this many comments per re-classification.")
     classify_max_texts: int = Field(256, ge=1, le=1024, description="Texts per POST /v1/classify request.")
     classify_max_chars: int = Field(5000, ge=100, description="Characters per text in POST /v1/classify.")
     log_level: str = Field("INFO", description="Python logging level.")

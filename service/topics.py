@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,11 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.topics import OTHER
-from service import audit
+from service import audit, reclassify
 from service.errors import AlreadyExists, InvalidPayload, NotFound
 from service.models import Topic
 from service.models.base import utcnow
 from service.models.topic import MAX_EXAMPLE_LENGTH, TopicCreate, TopicPublic, TopicUpdate
+from service.settings import Settings
 
 
 def _public(topic: Topic) -> TopicPublic:
@@ -64,8 +66,10 @@ async def _get(session: AsyncSession, topic_id: int) -> Topic:
     return topic
 
 
-async def create(session: AsyncSession, *, data: TopicCreate, actor: str) -> TopicPublic:
-    """Add a topic to the taxonomy."""
+async def create(
+    session: AsyncSession, *, data: TopicCreate, actor: str, settings: Settings
+) -> tuple[TopicPublic, list[uuid.UUID]]:
+    """Add a topic to the taxonomy; returns it and the re-classification jobs to enqueue after commit."""
     await _check_name(session, data.name)
     topic = Topic(name=data.name.strip(), description=data.description, examples=_clean_examples(data.examples))
     session.add(topic)
@@ -74,7 +78,7 @@ async def create(session: AsyncSession, *, data: TopicCreate, actor: str) -> Top
         session, actor=actor, action="topic.created", target_type="topic", target_id=str(topic.id),
         after=_audit_view(topic),
     )  # fmt: skip
-    return _public(topic)
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
 
 
 async def list_all(session: AsyncSession) -> list[TopicPublic]:
@@ -88,8 +92,10 @@ async def read(session: AsyncSession, *, topic_id: int) -> TopicPublic:
     return _public(await _get(session, topic_id))
 
 
-async def update(session: AsyncSession, *, topic_id: int, data: TopicUpdate, actor: str) -> TopicPublic:
-    """Rename a topic, change its description or replace its examples."""
+async def update(
+    session: AsyncSession, *, topic_id: int, data: TopicUpdate, actor: str, settings: Settings
+) -> tuple[TopicPublic, list[uuid.UUID]]:
+    """Rename a topic, change its description or replace its examples (and re-classify recent comments)."""
     topic = await _get(session, topic_id)
     before = _audit_view(topic)
     if data.name is not None:
@@ -105,11 +111,11 @@ async def update(session: AsyncSession, *, topic_id: int, data: TopicUpdate, act
         session, actor=actor, action="topic.updated", target_type="topic", target_id=str(topic_id),
         before=before, after=_audit_view(topic),
     )  # fmt: skip
-    return _public(topic)
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
 
 
-async def delete(session: AsyncSession, *, topic_id: int, actor: str) -> None:
-    """Remove a topic from the taxonomy (comments already classified keep their stored result)."""
+async def delete(session: AsyncSession, *, topic_id: int, actor: str, settings: Settings) -> list[uuid.UUID]:
+    """Remove a topic from the taxonomy; recent comments are classified again (returns their job ids)."""
     topic = await _get(session, topic_id)
     topic.deleted_at = topic.updated_at = utcnow()
     await session.flush()
@@ -117,3 +123,4 @@ async def delete(session: AsyncSession, *, topic_id: int, actor: str) -> None:
         session, actor=actor, action="topic.deleted", target_type="topic", target_id=str(topic_id),
         before=_audit_view(topic),
     )  # fmt: skip
+    return await reclassify.enqueue_recent(session, settings=settings)

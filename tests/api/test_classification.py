@@ -145,3 +145,22 @@ async def test_classify_limits_and_access(client: httpx.AsyncClient) -> None:
     assert too_long.status_code == 422
     assert (await client.post("/v1/classify", json={"texts": []}, headers=ADMIN)).status_code == 422
     assert (await client.post("/v1/classify", json={"texts": ["hi"]})).status_code == 401
+
+
+async def test_taxonomy_change_reclassifies_recent_comments_in_the_background(client: httpx.AsyncClient) -> None:
+    await make_taxonomy(client)
+    secret = await create_source(client)
+    text = "Congratulations to the football team on winning the league!"
+    created = await post_event(client, secret, comment_payload(body=text))
+    await drain(client)
+    url = f"/v1/comments/{created.json()['id']}"
+    assert (await client.get(url, headers=ADMIN)).json()["classification"]["topic"]["label"] == "other"
+    await client.post(
+        "/v1/admin/topics", json={"name": "sport", "examples": ["Well done to our five-a-side team"]}, headers=ADMIN
+    )
+    await drain(client)
+    shown = (await client.get(url, headers=ADMIN)).json()
+    assert shown["classification"]["topic"]["label"] == "sport"
+    assert shown["processing"]["state"] == "processed"
+    jobs = (await client.get("/v1/admin/jobs", headers=ADMIN)).json()["items"]
+    assert [j["state"] for j in jobs] == ["done", "done"]
