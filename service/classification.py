@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from sqlmodel import col
 from classifiers.pii import redact
 from classifiers.pipeline import Analyser, Analysis
 from classifiers.topics import DEFAULT_OTHER_THRESHOLD, TopicModel, TopicSpec, fingerprint
+from service import sources
 from service.database import SessionFactory
 from service.errors import InvalidPayload
 from service.keys import Principal, require_role
@@ -29,6 +30,11 @@ from service.models import Comment, Label, Role, Topic
 from service.settings import Settings
 
 HEAD_NAMES = ("sentiment", "offensive", "hate", "emotion", "needs_answer")
+BINARY_HEADS = {  # positive and negative label, as named in ../shared/data
+    "offensive": ("offensive", "not-offensive"),
+    "hate": ("hate", "not-hate"),
+    "needs_answer": ("needs_answer", "no_answer"),
+}
 CORRECTIONS_PER_TOPIC = 50  # the most recent responder corrections that join a topic's examples
 
 
@@ -105,11 +111,37 @@ class Classifier:
         await self.analyser.aclose()
 
 
-def document(analysis: Analysis) -> dict[str, Any]:
-    """The classification document: every head, topic with its explanation, language, personal data, version."""
+def thresholds_for(settings: Settings, source_thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    """The binary heads' decision thresholds: the settings, overridden by the source's own."""
+    merged = {
+        "offensive": settings.offensive_threshold,
+        "hate": settings.hate_threshold,
+        "needs_answer": settings.needs_answer_threshold,
+    }
+    merged.update(source_thresholds or {})
+    return merged
+
+
+def _decide(name: str, label: str, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> str:
+    if name not in BINARY_HEADS or name not in thresholds:
+        return label
+    positive, negative = BINARY_HEADS[name]
+    if positive not in scores:
+        return label
+    return positive if scores[positive] >= thresholds[name] else negative
+
+
+def document(analysis: Analysis, thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The classification document: every head, topic with its explanation, language, personal data, version.
+
+    Binary heads (offensive, hate, needs_answer) decide with `thresholds` on their positive label's probability.
+    """
     doc: dict[str, Any] = dict.fromkeys(HEAD_NAMES)
     for name, result in (analysis.heads or {}).items():
-        doc[name] = {"label": result.label, "scores": {k: round(v, 4) for k, v in result.scores.items()}}
+        doc[name] = {
+            "label": _decide(name, result.label, result.scores, thresholds or {}),
+            "scores": {k: round(v, 4) for k, v in result.scores.items()},
+        }
     topic = analysis.topic
     doc["topic"] = (
         None
@@ -139,6 +171,7 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[str] = Field(min_length=1, description="Comments to classify (limits: settings).")
+    source: str | None = Field(None, description="Apply this source's head thresholds (default: the settings').")
 
 
 class HeadPublic(BaseModel):
@@ -211,5 +244,9 @@ async def classify_texts(
     too_long = [i for i, t in enumerate(data.texts) if len(t) > settings.classify_max_chars]
     if too_long:
         raise InvalidPayload(f"Texts may have at most {settings.classify_max_chars} characters (text {too_long[0]}).")
+    source_thresholds = None
+    if data.source is not None:
+        source_thresholds = (await sources.get_by_slug(session, data.source)).thresholds
+    thresholds = thresholds_for(settings, source_thresholds)
     analyses = await classifier.classify(session, data.texts)
-    return ClassifyResponse(results=[ClassificationPublic.model_validate(document(a)) for a in analyses])
+    return ClassifyResponse(results=[ClassificationPublic.model_validate(document(a, thresholds)) for a in analyses])

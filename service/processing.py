@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.pipeline import Analyser, Analysis
-from service.classification import document
+from service.classification import document, thresholds_for
 from service.database import SessionFactory, dialect_name, transaction
-from service.models import Comment, CommentAnalysis, Delivery, Job, JobState
+from service.models import Comment, CommentAnalysis, Delivery, Job, JobState, Source
 from service.models.base import utcnow
 from service.settings import Settings
 
@@ -84,7 +84,7 @@ async def process_jobs(
     if not claims:
         return report
     try:
-        await _run(factory, analyser, claims, report)
+        await _run(factory, analyser, claims, report, settings)
     except Exception:
         if len(claims) == 1:
             log.exception("job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt)
@@ -94,7 +94,7 @@ async def process_jobs(
         log.warning("a batch of %d failed; running its comments one by one", len(claims), exc_info=True)
         for one in claims:
             try:
-                await _run(factory, analyser, [one], report)
+                await _run(factory, analyser, [one], report, settings)
             except Exception:
                 log.exception("job %s failed (attempt %d)", one.job_id, one.attempt)
                 await _record_failure(factory, one, settings=settings)
@@ -102,28 +102,45 @@ async def process_jobs(
     return report
 
 
-async def _run(factory: SessionFactory, analyser: Analyser, claims: Sequence[Claim], report: BatchReport) -> None:
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One comment's analysis, for the version that was analysed, with its source's thresholds."""
+
+    version: int
+    analysis: Analysis
+    thresholds: dict[str, float]
+
+
+async def _run(
+    factory: SessionFactory, analyser: Analyser, claims: Sequence[Claim], report: BatchReport, settings: Settings
+) -> None:
     async with factory() as session:
         rows = (
             await session.execute(
-                sa.select(col(Comment.id), col(Comment.body), col(Comment.version), col(Comment.deleted_at)).where(
-                    col(Comment.id).in_([c.comment_id for c in claims])
-                )
+                sa.select(Comment, col(Source.thresholds))
+                .join(Source, col(Source.id) == col(Comment.source_id))
+                .where(col(Comment.id).in_([c.comment_id for c in claims]))
             )
         ).all()
-    comments = {r[0]: (r[1], r[2], r[3]) for r in rows}
-    live = [c for c in claims if c.comment_id in comments and comments[c.comment_id][2] is None]
+    comments = {comment.id: (comment, thresholds) for comment, thresholds in rows}
+    live = [c for c in claims if c.comment_id in comments and comments[c.comment_id][0].deleted_at is None]
     started = time.perf_counter()
-    results = await analyser.analyse([comments[c.comment_id][0] for c in live]) if live else []
+    analyses = await analyser.analyse([comments[c.comment_id][0].body for c in live]) if live else []
     per_comment_ms = (time.perf_counter() - started) * 1000 / max(len(live), 1)
-    by_comment = {c.comment_id: (comments[c.comment_id][1], result) for c, result in zip(live, results, strict=True)}
+    results = {
+        c.comment_id: _Result(
+            version=comments[c.comment_id][0].version,
+            analysis=analysis,
+            thresholds=thresholds_for(settings, comments[c.comment_id][1]),
+        )
+        for c, analysis in zip(live, analyses, strict=True)
+    }
     async with transaction(factory) as session:
         for one in claims:
-            held = await _finish(session, one, by_comment.get(one.comment_id), duration_ms=per_comment_ms)
-            report.done += held
+            report.done += await _finish(session, one, results.get(one.comment_id), duration_ms=per_comment_ms)
 
 
-async def _finish(session: AsyncSession, one: Claim, result: tuple[int, Analysis] | None, *, duration_ms: float) -> int:
+async def _finish(session: AsyncSession, one: Claim, result: _Result | None, *, duration_ms: float) -> int:
     """Store the result and mark the job done, if this runner still holds the claim. 1 if it did."""
     now = utcnow()
     still_ours = (
@@ -139,30 +156,26 @@ async def _finish(session: AsyncSession, one: Claim, result: tuple[int, Analysis
         return 0
     if result is None:  # the comment was deleted meanwhile: nothing to store, nothing to do
         return 1
-    version, analysis = result
-    await upsert_analysis(session, one.comment_id, version, analysis, duration_ms=duration_ms, now=now)
+    await upsert_analysis(session, one.comment_id, result, duration_ms=duration_ms, now=now)
     return 1
 
 
 async def upsert_analysis(
-    session: AsyncSession,
-    comment_id: uuid.UUID,
-    version: int,
-    analysis: Analysis,
-    *,
-    duration_ms: float,
-    now: datetime,
+    session: AsyncSession, comment_id: uuid.UUID, result: _Result, *, duration_ms: float, now: datetime
 ) -> None:
     """One analysis row per comment; an older version never overwrites a newer one."""
     existing = await session.get(CommentAnalysis, comment_id, with_for_update=dialect_name(session) == "postgresql")
-    if existing is not None and existing.comment_version > version:
+    if existing is not None and existing.comment_version > result.version:
         return
-    row = existing or CommentAnalysis(comment_id=comment_id, comment_version=version, model_version="", embedding=b"")
-    row.comment_version = version
+    analysis = result.analysis
+    row = existing or CommentAnalysis(
+        comment_id=comment_id, comment_version=result.version, model_version="", embedding=b""
+    )
+    row.comment_version = result.version
     row.model_version = analysis.model_version
     row.embedding = np.asarray(analysis.embedding, dtype="<f4").tobytes()
     row.pii = [{"kind": p.kind, "start": p.start, "end": p.end} for p in analysis.pii]
-    row.classification = document(analysis)
+    row.classification = document(analysis, result.thresholds)
     row.duration_ms = duration_ms
     row.processed_at = now
     session.add(row)

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
         7, ge=0, description="After a taxonomy change or topic correction, comments this recent are classified again."
     )
     reclassify_max_comments: int = Field(5000, ge=0, description="At most this many comments per re-classification.")
+    offensive_threshold: float = Field(
+        0.5, ge=0, le=1, description="Probability from which a comment is flagged offensive (a source may override)."
+    )
+    hate_threshold: float = Field(
+        0.5, ge=0, le=1, description="Probability from which a comment is flagged hate (a source may override)."
+    )
+    needs_answer_threshold: float = Field(
+        0.5, ge=0, le=1, description="Probability from which a comment needs an answer (a source may override)."
+    )
     classify_max_texts: int = Field(256, ge=1, le=1024, description="Texts per POST /v1/classify request.")
     classify_max_chars: int = Field(5000, ge=100, description="Characters per text in POST /v1/classify.")
     log_level: str = Field("INFO", description="Python logging level.")

@@ -31,6 +31,7 @@ def to_public(source: Source) -> SourcePublic:
         name=source.name,
         kind=source.kind,
         active=source.active,
+        thresholds=dict(source.thresholds or {}),
         webhook_path=f"/v1/webhooks/{source.slug}",
         previous_secret_expires_at=source.previous_secret_expires_at,
         created_at=source.created_at,
@@ -43,7 +44,13 @@ def _with_secret(source: Source) -> SourceWithSecret:
 
 
 def _audit_view(source: Source) -> dict[str, Any]:
-    return {"slug": source.slug, "name": source.name, "kind": source.kind, "active": source.active}
+    return {
+        "slug": source.slug,
+        "name": source.name,
+        "kind": source.kind,
+        "active": source.active,
+        "thresholds": source.thresholds,
+    }
 
 
 def valid_secrets(source: Source, now: datetime) -> list[str]:
@@ -101,7 +108,7 @@ async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor:
     before = _audit_view(source)
     for field, value in data.model_dump(exclude_unset=True).items():
         if value is not None:
-            setattr(source, field, value)
+            setattr(source, field, dict(value) if field == "thresholds" else value)
     source.updated_at = utcnow()
     await session.flush()
     await audit.record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,7 @@ from service.models.base import ts_column, utcnow
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 SLUG_RE = re.compile(SLUG_PATTERN)
+ThresholdName = Literal["offensive", "hate", "needs_answer"]
 
 
 class SourceKind(StrEnum):
@@ -41,6 +43,8 @@ class Source(SQLModel, table=True):
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column())
     updated_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column())
     deleted_at: datetime | None = SQLField(default=None, sa_column=ts_column(nullable=True))
+    # Per-source decision thresholds of the binary heads, e.g. {"offensive": 0.8}; absent ones use the settings.
+    thresholds: dict[str, float] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
 
 
 class SourceCreate(BaseModel):
@@ -60,6 +64,9 @@ class SourceUpdate(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     active: bool | None = Field(None, description="An inactive source's webhooks are refused with 403.")
+    thresholds: dict[ThresholdName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="Replace this source's head thresholds, e.g. {'offensive': 0.8}; {} resets to defaults."
+    )
 
 
 class SourcePublic(BaseModel):
@@ -69,6 +76,7 @@ class SourcePublic(BaseModel):
     name: str
     kind: SourceKind
     active: bool
+    thresholds: dict[str, float]
     webhook_path: str
     previous_secret_expires_at: datetime | None
     created_at: datetime

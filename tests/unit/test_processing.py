@@ -153,7 +153,7 @@ async def test_result_of_a_runner_that_lost_its_lease_is_discarded(
     assert report.done == 1
     # The first runner wakes up: its result is fenced off by the attempt number.
     late = processing.BatchReport()
-    await processing._run(factory, analyser, stale, late)
+    await processing._run(factory, analyser, stale, late, settings_for(database_url))
     assert late.done == 0
 
 
