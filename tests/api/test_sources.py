@@ -194,3 +194,15 @@ async def test_bootstrap_key_is_created_once_when_processes_start_together(datab
         audited = (await session.execute(sa.text("SELECT count(*) FROM audit_event"))).scalar_one()
     await engine.dispose()
     assert (count, audited) == (1, 1)
+
+
+async def test_source_thresholds_can_be_set_and_are_validated(client: httpx.AsyncClient) -> None:
+    await create_source(client, "news")
+    ok = await client.patch("/v1/admin/sources/news", json={"thresholds": {"offensive": 0.8}}, headers=ADMIN)
+    assert ok.json()["thresholds"] == {"offensive": 0.8}
+    for bad in ({"offensive": 1.5}, {"sarcasm": 0.5}):
+        response = await client.patch("/v1/admin/sources/news", json={"thresholds": bad}, headers=ADMIN)
+        assert response.status_code == 422
+    assert (await client.get("/v1/admin/sources/news", headers=ADMIN)).json()["thresholds"] == {"offensive": 0.8}
+    reset = await client.patch("/v1/admin/sources/news", json={"thresholds": {}}, headers=ADMIN)
+    assert reset.json()["thresholds"] == {}
