@@ -290,10 +290,10 @@ class Heads:
         for name, p in probabilities.items():
             labels = self.labels[name]
             choice = p.argmax(axis=1)
-            threshold = None if thresholds is None else thresholds.get(name)
-            if threshold is not None:
+            cut = None if thresholds is None else thresholds.get(name)
+            if cut is not None:
                 positive = labels.index(str(self.positive[name]))
-                choice = np.where(p[:, positive] >= threshold, positive, 1 - positive)
+                choice = np.where(p[:, positive] >= cut, positive, 1 - positive)
             rows = p.tolist()
             for i in range(n):
                 results[i][name] = HeadResult(

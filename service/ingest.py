@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Literal
+from typing import Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,7 +44,7 @@ class Receipt:
 
     comment_id: uuid.UUID | None
     duplicate: bool
-    outcome: str
+    outcome: Outcome
     job_ids: list[uuid.UUID] = field(default_factory=list)
 
 
@@ -92,7 +92,7 @@ async def receive(
                 sa.select(Delivery).where(col(Delivery.source_id) == source.id, col(Delivery.webhook_id) == delivery_id)
             )
         ).scalar_one()
-        return Receipt(comment_id=seen.comment_id, duplicate=True, outcome=seen.outcome)
+        return Receipt(comment_id=seen.comment_id, duplicate=True, outcome=cast(Outcome, seen.outcome))
 
     receipt = await apply_event(
         session, source_id=source.id, event=event, now=now, max_attempts=settings.job_max_attempts

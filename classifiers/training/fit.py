@@ -7,14 +7,14 @@ Everything runs in float64 on the CPU, single-threaded by default where it matte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["Layers", "deterministic", "fit_linear", "fit_mlp", "fit_temperature", "logits"]
+__all__ = ["Layers", "deterministic", "fit_linear", "fit_linear_path", "fit_mlp", "fit_temperature", "logits"]
 
 Layers = tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
 
@@ -38,37 +38,58 @@ def _class_weights(y: torch.Tensor, k: int, balanced: bool) -> torch.Tensor | No
 
 
 def fit_linear(
-    x: NDArray[np.float32], y: NDArray[np.int64], k: int, *, weight_decay: float, balanced: bool = False
+    x: NDArray[np.float32],
+    y: NDArray[np.int64],
+    k: int,
+    *,
+    weight_decay: float,
+    balanced: bool = False,
+    max_iter: int = 500,
 ) -> Layers:
-    """Multinomial logistic regression: minimise mean cross-entropy + weight_decay/2 * ||W||^2 (bias free).
+    """Multinomial logistic regression: minimise mean cross-entropy + weight_decay/2 * ||W||^2 (bias free)."""
+    return fit_linear_path(x, y, k, [weight_decay], balanced=balanced, max_iter=max_iter)[weight_decay]
 
-    Full-batch L-BFGS with strong-Wolfe line search from zero weights: deterministic, no seed involved.
-    """
+
+def fit_linear_path(
+    x: NDArray[np.float32],
+    y: NDArray[np.int64],
+    k: int,
+    weight_decays: Sequence[float],
+    *,
+    balanced: bool = False,
+    max_iter: int = 500,
+) -> dict[float, Layers]:
+    """:func:`fit_linear` for several weight decays: fitted from the strongest to the weakest, each one
+    starting from the previous solution (the first from zero weights), which makes the weakly regularised fits
+    (slow to converge from zero) cheap. Full-batch L-BFGS with strong-Wolfe line search: deterministic, no
+    seed involved."""
     features = torch.from_numpy(np.asarray(x, dtype=np.float64))
     target = torch.from_numpy(np.asarray(y, dtype=np.int64))
     weights = _class_weights(target, k, balanced)
     w = torch.zeros((k, features.shape[1]), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
-        max_iter=1000,
-        max_eval=1250,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
+    out: dict[float, Layers] = {}
+    for weight_decay in sorted(set(weight_decays), reverse=True):
+        optimiser = torch.optim.LBFGS(
+            [w, b],
+            lr=1.0,
+            max_iter=max_iter,
+            tolerance_grad=1e-6,
+            tolerance_change=1e-10,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(features @ w.T + b, target, weight=weights)
-        loss = loss + 0.5 * weight_decay * (w * w).sum()
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
+        def closure(optimiser: torch.optim.LBFGS = optimiser, weight_decay: float = weight_decay) -> torch.Tensor:
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(features @ w.T + b, target, weight=weights)
+            loss = loss + 0.5 * weight_decay * (w * w).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
 
-    optimiser.step(closure)  # type: ignore[no-untyped-call]
-    return ((w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)),)
+        optimiser.step(closure)  # type: ignore[no-untyped-call]
+        out[weight_decay] = ((w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)),)
+    return out
 
 
 def fit_mlp(
@@ -99,7 +120,7 @@ def fit_mlp(
         out = torch.relu(features @ w0.T + b0) @ w1.T + b1
         loss = torch.nn.functional.cross_entropy(out, target, weight=weights)
         loss = loss + 0.5 * weight_decay * ((w0 * w0).sum() + (w1 * w1).sum())
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimiser.step()
     as32 = [t.detach().numpy().astype(np.float32) for t in (w0, b0, w1, b1)]
     return ((as32[0], as32[1]), (as32[2], as32[3]))
