@@ -21,7 +21,7 @@ from sqlmodel import col
 
 from classifiers.pii import redact
 from classifiers.pipeline import Analyser, Analysis
-from classifiers.topics import DEFAULT_OTHER_THRESHOLD, TopicModel, TopicSpec, fingerprint
+from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, TopicModel, TopicSpec, fingerprint
 from service import sources
 from service.database import SessionFactory
 from service.errors import InvalidPayload
@@ -88,7 +88,9 @@ class Classifier:
                 texts, owners = TopicModel.examples_of(specs)
                 analyses = await self.analyser.analyse(texts) if texts else []
                 vectors = np.stack([a.embedding for a in analyses]) if analyses else np.zeros((0, 1), dtype=np.float32)
-                self._model = TopicModel(specs, texts, owners, vectors, other_threshold=self.other_threshold, k=1)
+                self._model = TopicModel(
+                    specs, texts, owners, vectors, other_threshold=self.other_threshold, k=DEFAULT_K
+                )
                 self._fingerprint = current
             return self._model
 
