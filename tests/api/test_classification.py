@@ -164,3 +164,13 @@ async def test_taxonomy_change_reclassifies_recent_comments_in_the_background(cl
     assert shown["processing"]["state"] == "processed"
     jobs = (await client.get("/v1/admin/jobs", headers=ADMIN)).json()["items"]
     assert [j["state"] for j in jobs] == ["done", "done"]
+
+
+async def test_comment_in_another_language_is_labelled_as_such_not_guessed(client: httpx.AsyncClient) -> None:
+    [german, english] = await classify(
+        client, "Wann öffnet die Kantine morgens für die Nachtschicht?", "When does the canteen open in the morning?"
+    )
+    assert german["language"] == {"code": "de", "confidence": german["language"]["confidence"], "supported": False}
+    assert all(german[head] is None for head in ("sentiment", "offensive", "hate", "emotion", "needs_answer"))
+    assert german["topic"] is not None  # topics are the organisation's own examples: still shown, with neighbours
+    assert english["language"]["supported"] is True
