@@ -70,6 +70,7 @@ class Task:
     holdout_fraction: float | None = None  # no val.jsonl: this seeded part of train.jsonl is the val split
     extra_train: tuple[Source, ...] = ()
     notes: tuple[str, ...] = ()
+    ship: bool = True  # False: trained and reported in the card, but not written into the artefact
 
 
 _TWEETEVAL = "TweetEval adds no restriction; the underlying SemEval task terms and Twitter's terms apply"
@@ -131,7 +132,11 @@ TASKS: tuple[Task, ...] = (
         metric="macro_f1",
         positive="negative",
         holdout_fraction=0.1,
+        ship=False,
         notes=(
+            "Evaluated, not shipped: the product's heads are the five above, and this one would be fitted to "
+            "GPL-2 data (see licence). Its score is in card.json; `--heads` with `--ship-all` builds an artefact "
+            "that includes it.",
             "Trained on employee-pros-cons, whose package is licensed GPL-2; whether weights fitted to it are a "
             "derivative work is unsettled: check before shipping this head in a non-GPL product.",
             "No official validation split: 'val' is a seeded, stratified 10% of train.jsonl (rows, not reviews: "

@@ -28,11 +28,15 @@ _CHUNK = 2048  # texts per encode() call: bounds memory and gives progress lines
 
 
 def default_cache_dir() -> Path:
-    """``$SWITCHBOARD_EMBEDDING_CACHE`` if set, else ``var/cache/embeddings`` in the project folder."""
+    """``$SWITCHBOARD_EMBEDDING_CACHE`` if set, else ``var/cache/embeddings`` in the project folder (a source
+    checkout), else ``~/.cache/switchboard/embeddings`` (an installed package)."""
     configured = os.environ.get("SWITCHBOARD_EMBEDDING_CACHE")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "var" / "cache" / "embeddings"
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file():
+        return root / "var" / "cache" / "embeddings"
+    return Path.home() / ".cache" / "switchboard" / "embeddings"
 
 
 def _slug(text: str) -> str:

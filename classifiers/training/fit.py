@@ -1,5 +1,5 @@
 """Fitting heads on fixed embeddings with torch: L2-regularised multinomial logistic regression (full-batch
-L-BFGS), an optional one-hidden-layer MLP (full-batch Adam), and temperature scaling.
+L-BFGS) and temperature scaling.
 
 Everything runs in float64 on the CPU, single-threaded by default where it matters for bit-exact reruns
 (:func:`deterministic`), and draws randomness only from explicit seeds.
@@ -14,19 +14,27 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["Layers", "deterministic", "fit_linear", "fit_linear_path", "fit_mlp", "fit_temperature", "logits"]
+__all__ = ["Layers", "deterministic", "fit_linear", "fit_linear_path", "fit_temperature", "logits"]
 
 Layers = tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
 
 
 @contextmanager
 def deterministic() -> Iterator[None]:
-    """Deterministic torch algorithms for the duration (restored afterwards)."""
+    """Deterministic torch algorithms on one thread for the duration (both restored afterwards).
+
+    One thread: the fits are many small full-batch steps, for which thread start-up and (on a shared machine)
+    oversubscription cost far more than they save (100x slower with 2 threads under load), and reductions then
+    do not depend on the number of cores.
+    """
     previous = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(previous)
 
 
@@ -90,40 +98,6 @@ def fit_linear_path(
         optimiser.step(closure)  # type: ignore[no-untyped-call]
         out[weight_decay] = ((w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)),)
     return out
-
-
-def fit_mlp(
-    x: NDArray[np.float32],
-    y: NDArray[np.int64],
-    k: int,
-    *,
-    hidden: int,
-    weight_decay: float,
-    seed: int,
-    epochs: int = 300,
-    lr: float = 3e-3,
-    balanced: bool = False,
-) -> Layers:
-    """One hidden ReLU layer, full-batch AdamW for ``epochs`` steps from a seeded initialisation."""
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.from_numpy(np.asarray(x, dtype=np.float64))
-    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    weights = _class_weights(target, k, balanced)
-    d = features.shape[1]
-    w0 = (torch.randn((hidden, d), generator=generator, dtype=torch.float64) * (2.0 / d) ** 0.5).requires_grad_()
-    b0 = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
-    w1 = (torch.randn((k, hidden), generator=generator, dtype=torch.float64) * (1.0 / hidden) ** 0.5).requires_grad_()
-    b1 = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.AdamW([w0, b0, w1, b1], lr=lr, weight_decay=0.0)
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        out = torch.relu(features @ w0.T + b0) @ w1.T + b1
-        loss = torch.nn.functional.cross_entropy(out, target, weight=weights)
-        loss = loss + 0.5 * weight_decay * ((w0 * w0).sum() + (w1 * w1).sum())
-        loss.backward()
-        optimiser.step()
-    as32 = [t.detach().numpy().astype(np.float32) for t in (w0, b0, w1, b1)]
-    return ((as32[0], as32[1]), (as32[2], as32[3]))
 
 
 def logits(layers: Layers, x: NDArray[np.float32]) -> NDArray[np.float64]:
