@@ -6,10 +6,10 @@ calibrated probabilities. All heads share one encoder pass: the service embeds a
 :meth:`Heads.predict` on the embeddings. Inference is plain numpy; ``torch`` is needed only to train.
 
 The artefact is one ``heads.npz`` (arrays per head: ``<name>/w0``, ``<name>/b0``, ... float32 layers,
-``<name>/temperature``, ``<name>/labels``; plus ``meta``, a JSON string with the format, the encoder version the
-heads were trained on, the training date and the head order) next to ``card.md`` / ``card.json``, the model
-card written by ``python -m classifiers.training.train``. The committed artefact ships as package data in
-``classifiers/artefacts/heads``.
+``<name>/temperature``, ``<name>/labels``, optionally ``<name>/decision_weights``; plus ``meta``, a JSON string
+with the format, the encoder version the heads were trained on, the training date and the head order) next to
+``card.md`` / ``card.json``, the model card written by ``python -m classifiers.training.train``. The committed
+artefact ships as package data in ``classifiers/artefacts/heads``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ class HeadWeights:
     layers: tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
     temperature: float
     positive: str | None = None  # binary heads: the label a decision threshold applies to
+    # The label is argmax(probabilities * decision_weights); None: plain argmax. Training sets 1 / (class
+    # frequency) where that decision scores better on the task's macro metric ("prior-corrected" argmax).
+    decision_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -93,6 +96,9 @@ class HeadWeights:
             width = w.shape[0]
         if width != len(self.labels):
             raise HeadsError(f"head {self.name}: {width} outputs for {len(self.labels)} labels")
+        weights = self.decision_weights
+        if weights is not None and (len(weights) != len(self.labels) or not all(0 < v < np.inf for v in weights)):
+            raise HeadsError(f"head {self.name}: decision weights must be {len(self.labels)} positive numbers")
 
     @property
     def dim(self) -> int:
@@ -110,6 +116,12 @@ class HeadWeights:
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         return p
+
+    def decide(self, probabilities: NDArray[np.float64]) -> NDArray[np.int64]:
+        """The chosen label index per row of ``probabilities``: the argmax, weighted by ``decision_weights``."""
+        if self.decision_weights is not None:
+            probabilities = probabilities * np.asarray(self.decision_weights, dtype=np.float64)
+        return np.asarray(probabilities.argmax(axis=1), dtype=np.int64)
 
 
 def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: str, date: str) -> Path:
@@ -131,7 +143,15 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
         "encoder_version": encoder_version,
         "dim": heads[0].dim,
         "date": date,
-        "heads": [{"name": h.name, "layers": len(h.layers), "positive": h.positive} for h in heads],
+        "heads": [
+            {
+                "name": h.name,
+                "layers": len(h.layers),
+                "positive": h.positive,
+                "decision": h.decision_weights is not None,
+            }
+            for h in heads
+        ],
     }
     arrays: dict[str, NDArray[Any]] = {"meta": np.asarray(json.dumps(meta, sort_keys=True))}
     for h in heads:
@@ -140,6 +160,8 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
             arrays[f"{h.name}/b{i}"] = np.ascontiguousarray(b, dtype=np.float32)
         arrays[f"{h.name}/temperature"] = np.asarray(h.temperature, dtype=np.float64)
         arrays[f"{h.name}/labels"] = np.asarray(h.labels, dtype=np.str_)
+        if h.decision_weights is not None:
+            arrays[f"{h.name}/decision_weights"] = np.asarray(h.decision_weights, dtype=np.float64)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
@@ -235,12 +257,14 @@ class Heads:
             for i in range(int(spec["layers"]))
         )
         positive = spec.get("positive")
+        weights = arrays[f"{name}/decision_weights"] if spec.get("decision") else None
         return HeadWeights(
             name=name,
             labels=tuple(str(label) for label in arrays[f"{name}/labels"]),
             layers=layers,
             temperature=float(arrays[f"{name}/temperature"]),
             positive=None if positive is None else str(positive),
+            decision_weights=None if weights is None else tuple(float(v) for v in weights),
         )
 
     def check_encoder(self, version: str) -> None:
@@ -275,8 +299,9 @@ class Heads:
     ) -> list[dict[str, HeadResult]]:
         """One ``{head name: HeadResult}`` per row of ``embeddings`` (shape ``(n, dim)``).
 
-        The label is the most probable one, except for a binary head named in ``thresholds``: its positive
-        label (:attr:`positive`) is chosen when its probability is at least the threshold.
+        The label is the most probable one (for a head with decision weights: the argmax of the probabilities
+        times those weights, see :meth:`HeadWeights.decide`), except for a binary head named in ``thresholds``:
+        its positive label (:attr:`positive`) is chosen when its probability is at least the threshold.
         ``encoder_version``, if given, is checked as in :meth:`check_encoder`.
         """
         for name, threshold in (thresholds or {}).items():
@@ -289,7 +314,7 @@ class Heads:
         results: list[dict[str, HeadResult]] = [{} for _ in range(n)]
         for name, p in probabilities.items():
             labels = self.labels[name]
-            choice = p.argmax(axis=1)
+            choice = self._heads[name].decide(p)
             cut = None if thresholds is None else thresholds.get(name)
             if cut is not None:
                 positive = labels.index(str(self.positive[name]))

@@ -35,9 +35,9 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Heads",
         "",
-        "| head | labels | train / calib. / val | metric | val score | val accuracy | ECE val before -> after "
-        "| T | val-optimal threshold |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| head | labels | train / calib. / val | metric | val score | val accuracy | decision "
+        "| ECE val before -> after | T | val-optimal threshold |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, head in heads.items():
         counts, calibration = head["counts"], head["calibration"]
@@ -51,7 +51,7 @@ def render_card(card: dict[str, Any]) -> str:
         lines.append(
             f"| {shown} | {', '.join(head['labels'])} | {counts['train_fit']:,} / {counts['calibration']:,} / "
             f"{counts['val']:,} | {_METRIC[head['metric']]} | **{_pct(head['val_score'])}** | "
-            f"{_pct(head['val_accuracy'])} | {calibration['ece_val_before']:.3f} -> "
+            f"{_pct(head['val_accuracy'])} | {head['decision']['rule']} | {calibration['ece_val_before']:.3f} -> "
             f"{calibration['ece_val_after']:.3f} | {head['temperature']:.3f} | {threshold_text} |"
         )
     lines += [
@@ -63,7 +63,20 @@ def render_card(card: dict[str, Any]) -> str:
             f"{h['calibration']['ece_calibration_split_after']:.3f}"
             for name, h in heads.items()
         )
-        + ". The val-optimal thresholds are chosen on val itself (their scores are optimistic); they are "
+        + ". Mean probability on val vs. the label frequencies of val (calibration of the class shares): "
+        + "; ".join(
+            f"{name} "
+            + ", ".join(
+                f"{label} {h['calibration']['mean_probability_val'][label]:.3f}/"
+                f"{h['calibration']['frequency_val'][label]:.3f}"
+                for label in h["labels"]
+            )
+            for name, h in heads.items()
+        )
+        + ". Decision: `argmax` is the most probable label; `prior-corrected` (multi-class heads, where it "
+        "scored better on held-out train) is the argmax of probability / training frequency of the label, "
+        "which favours the macro metric while the probabilities themselves stay calibrated. The val-optimal "
+        "thresholds of the binary heads are chosen on val itself (their scores are optimistic); they are "
         "reported for the settings to come, the artefact decides by argmax.",
         "",
     ]
@@ -83,14 +96,13 @@ def render_card(card: dict[str, Any]) -> str:
     lines += ["## Training", ""]
     first_grid: dict[str, dict[str, float]] = next(iter(heads.values()))["selection"]["grid"]
     lines += [
-        "Per head, from the task's train split: a stratified, seeded 10% calibration part is set aside; the class "
-        f"weights of the loss ({' / '.join(first_grid)}) and the L2 weight decay on the mean cross-entropy ("
+        "Per head, from the task's train split: a stratified, seeded 10% calibration part is set aside; the L2 "
+        "weight decay on the mean cross-entropy ("
         + ", ".join(next(iter(first_grid.values())))
-        + ") are chosen on held-out parts of the rest by the task's metric; the regression is refitted on the "
-        "whole rest with full-batch L-BFGS (float64, warm-started along the weight-decay path from zero weights) "
-        "and its temperature fitted on the calibration part by minimising the log loss. Balanced class weights "
-        "favour the macro metrics; temperature scaling cannot undo the prior shift they cause, so for heads "
-        "trained with them the probabilities of rare labels run high: the ECE columns show what that costs.",
+        + ") and, for multi-class heads, the decision rule (argmax / prior-corrected) are chosen on held-out "
+        "parts of the rest by the task's metric; the (unweighted) regression is refitted on the whole rest with "
+        "full-batch L-BFGS (float64, warm-started along the weight-decay path from zero weights) and its "
+        "temperature fitted on the calibration part by minimising the log loss.",
         "",
     ]
     for name, head in heads.items():
@@ -108,10 +120,10 @@ def render_card(card: dict[str, Any]) -> str:
         lines.append(
             f"- Chosen by {selection['held_out']} ({_METRIC[head['metric']]}): "
             + "; ".join(
-                f"{weighting} class weights: " + ", ".join(f"{wd}: {_pct(score)}" for wd, score in scores.items())
-                for weighting, scores in selection["grid"].items()
+                f"{rule}: " + ", ".join(f"{wd}: {_pct(score)}" for wd, score in scores.items())
+                for rule, scores in selection["grid"].items()
             )
-            + f" -> **{chosen['class_weights']} class weights, weight decay {chosen['weight_decay']:g}**."
+            + f" -> **{chosen['decision']}, weight decay {chosen['weight_decay']:g}**."
         )
         calibration = head["calibration"]
         lines.append(

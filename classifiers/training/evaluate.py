@@ -117,7 +117,7 @@ def evaluate(
             continue
         p = heads.probabilities(embed(encoder, val, cache))
         if task.name in heads.names:
-            value = metrics.score(task.metric, val.labels, p[task.name].argmax(axis=1), len(task.labels))
+            value = metrics.score(task.metric, val.labels, heads[task.name].decide(p[task.name]), len(task.labels))
             rows.append(_row(title, f"head {task.name}", metric, split, len(val), value))
         else:
             recorded = card.get("heads", {}).get(task.name)

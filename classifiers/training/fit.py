@@ -38,24 +38,16 @@ def deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
-def _class_weights(y: torch.Tensor, k: int, balanced: bool) -> torch.Tensor | None:
-    if not balanced:
-        return None
-    counts = torch.bincount(y, minlength=k).to(torch.float64).clamp(min=1.0)
-    return counts.sum() / (k * counts)
-
-
 def fit_linear(
     x: NDArray[np.float32],
     y: NDArray[np.int64],
     k: int,
     *,
     weight_decay: float,
-    balanced: bool = False,
     max_iter: int = 500,
 ) -> Layers:
     """Multinomial logistic regression: minimise mean cross-entropy + weight_decay/2 * ||W||^2 (bias free)."""
-    return fit_linear_path(x, y, k, [weight_decay], balanced=balanced, max_iter=max_iter)[weight_decay]
+    return fit_linear_path(x, y, k, [weight_decay], max_iter=max_iter)[weight_decay]
 
 
 def fit_linear_path(
@@ -64,7 +56,6 @@ def fit_linear_path(
     k: int,
     weight_decays: Sequence[float],
     *,
-    balanced: bool = False,
     max_iter: int = 500,
 ) -> dict[float, Layers]:
     """:func:`fit_linear` for several weight decays: fitted from the strongest to the weakest, each one
@@ -73,7 +64,6 @@ def fit_linear_path(
     seed involved."""
     features = torch.from_numpy(np.asarray(x, dtype=np.float64))
     target = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    weights = _class_weights(target, k, balanced)
     w = torch.zeros((k, features.shape[1]), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     out: dict[float, Layers] = {}
@@ -90,7 +80,7 @@ def fit_linear_path(
 
         def closure(optimiser: torch.optim.LBFGS = optimiser, weight_decay: float = weight_decay) -> torch.Tensor:
             optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(features @ w.T + b, target, weight=weights)
+            loss = torch.nn.functional.cross_entropy(features @ w.T + b, target)
             loss = loss + 0.5 * weight_decay * (w * w).sum()
             loss.backward()  # type: ignore[no-untyped-call]
             return loss

@@ -69,7 +69,7 @@ def test_committed_heads_load_and_match_their_card_on_a_fixed_sample(
         y = np.asarray([heads.labels[name].index(label) for label in labels], dtype=np.int64)
         p = heads.probabilities(encoder.encode(texts), encoder_version=encoder.model_version)[name]
         k = len(heads.labels[name])
-        score = metrics.score(sample["metric"], y, p.argmax(axis=1), k)
+        score = metrics.score(sample["metric"], y, heads[name].decide(p), k)
         assert score == pytest.approx(sample["score"], abs=1e-6), name
         assert metrics.log_loss(p, y) == pytest.approx(sample["mean_log_loss"], abs=1e-4), name
         assert heads[name].temperature == recorded["temperature"]
@@ -91,13 +91,21 @@ def test_probabilities_are_calibrated_distributions(heads: Heads, encoder: Encod
             values = np.asarray(list(result.scores.values()))
             assert np.all((values >= 0) & (values <= 1))
             assert values.sum() == pytest.approx(1.0, abs=1e-9)
-            assert result.label == max(result.scores, key=lambda label: result.scores[label])
-    # The card's calibration record: temperature scaling was fitted, and on val it did not make things worse
-    # by more than noise (it minimises the log loss of the calibration split, not of val).
+            decided = heads[name].decide(values[np.newaxis, :])[0]
+            assert result.label == heads.labels[name][int(decided)]
+            if heads[name].decision_weights is None:
+                assert result.label == max(result.scores, key=lambda label: result.scores[label])
+    # The card's calibration record, measured on val (which took no part in training or calibration): small
+    # top-label ECE, a log loss temperature scaling did not worsen beyond noise, and mean probabilities that
+    # match the label shares (no prior shift, as balanced class weights would cause).
     for name in heads.names:
         calibration = card["heads"][name]["calibration"]
-        assert calibration["ece_val_after"] < 0.1
+        assert calibration["ece_val_after"] < 0.06
         assert calibration["log_loss_val_after"] <= calibration["log_loss_val_before"] + 0.01
+        for label in heads.labels[name]:
+            assert calibration["mean_probability_val"][label] == pytest.approx(
+                calibration["frequency_val"][label], abs=0.05
+            ), (name, label)
 
 
 def test_thresholds_decide_binary_heads(heads: Heads, encoder: Encoder) -> None:
@@ -161,16 +169,31 @@ def _head(name: str, seed: int, labels: tuple[str, ...] = ("a", "b")) -> HeadWei
 
 
 def test_written_artefacts_round_trip_byte_identically(tmp_path: Path) -> None:
-    heads = [_head("one", 1), _head("two", 2, ("x", "y"))]
+    weighted = HeadWeights(
+        name="three",
+        labels=("p", "q", "r"),
+        layers=((np.eye(3, 8, dtype=np.float32), np.zeros(3, np.float32)),),
+        temperature=1.0,
+        decision_weights=(1.0, 1.0, 10.0),
+    )
+    heads = [_head("one", 1), _head("two", 2, ("x", "y")), weighted]
     first = write_heads(tmp_path / "a", heads, encoder_version="enc@1", date="2026-01-02").read_bytes()
     second = write_heads(tmp_path / "b", heads, encoder_version="enc@1", date="2026-01-02").read_bytes()
     assert first == second  # no zip timestamps: the same heads give the same version
     loaded = Heads.load(tmp_path / "a", encoder_version="enc@1")
-    assert loaded.names == ("one", "two")
+    assert loaded.names == ("one", "two", "three")
     assert loaded.version == f"heads-20260102-{hashlib.sha256(first).hexdigest()[:8]}"
+    assert loaded["three"].decision_weights == (1.0, 1.0, 10.0)
+    assert loaded["one"].decision_weights is None
     x = np.random.default_rng(3).normal(size=(4, 8)).astype(np.float32)
     for head in heads:
         np.testing.assert_array_equal(loaded.probabilities(x)[head.name], head.probabilities(x))
+    # The decision weights decide: "r" wins unless another label is over ten times as probable.
+    x = np.zeros((1, 8), np.float32)
+    x[0, 0] = 2.0  # softmax([2, 0, 0]): p ~ (0.79, 0.11, 0.11); times (1, 1, 10) -> "r"
+    result = loaded.predict(x)[0]["three"]
+    assert result.label == "r"
+    assert max(result.scores, key=lambda label: result.scores[label]) == "p"
 
 
 def test_invalid_heads_are_refused() -> None:
@@ -181,5 +204,7 @@ def test_invalid_heads_are_refused() -> None:
         HeadWeights(name="h", labels=("a", "b", "c"), layers=((w, b),), temperature=1.0)
     with pytest.raises(HeadsError, match="distinct"):
         HeadWeights(name="h", labels=("a", "a"), layers=((w, b),), temperature=1.0)
+    with pytest.raises(HeadsError, match="decision weights"):
+        HeadWeights(name="h", labels=("a", "b"), layers=((w, b),), temperature=1.0, decision_weights=(1.0, 0.0))
     with pytest.raises(HeadsError, match="float32"):
         HeadWeights(name="h", labels=("a", "b"), layers=((w.astype(np.float64), b),), temperature=1.0)

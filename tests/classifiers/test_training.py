@@ -41,6 +41,7 @@ def test_training_runs_end_to_end_on_a_subset(encoder: Encoder, data_dir: Path, 
     assert "--limit 120 --seed 0" in card["command"]
     assert card["heads"]["needs_answer"]["data"]["sources"][0]["licence"].startswith("CC BY-NC-SA")
     assert not card["heads"]["workplace_sentiment"]["shipped"]
+    assert card["heads"]["offensive"]["decision"]["rule"] == "argmax"  # binary heads: thresholds are settings
     for name in heads.names:
         head = card["heads"][name]
         assert head["val_score"] == scores[name]
