@@ -187,7 +187,8 @@ class TaskData:
     files: dict[str, str] = field(default_factory=dict)  # "folder/file" -> sha256
 
 
-def _read(path: Path) -> tuple[str, list[tuple[str, str]]]:
+def read_jsonl(path: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The file's sha256 and its (text, label) pairs; DataMissing if it is not there."""
     if not path.is_file():
         raise DataMissing(f"{path} is missing (data folder: set SWITCHBOARD_DATA_DIR or pass --data-dir)")
     data = path.read_bytes()
@@ -265,7 +266,7 @@ def load_task(task: Task, data_dir: Path, *, seed: int, limit: int | None = None
         raise DataMissing(f"data folder {data_dir} does not exist (set SWITCHBOARD_DATA_DIR or pass --data-dir)")
     folder = data_dir / task.source.folder
     files: dict[str, str] = {}
-    digest, pairs = _read(folder / "train.jsonl")
+    digest, pairs = read_jsonl(folder / "train.jsonl")
     files[f"{task.source.folder}/train.jsonl"] = digest
     all_rows = np.arange(len(pairs), dtype=np.int64)
     if task.holdout_fraction is not None:
@@ -277,7 +278,7 @@ def load_task(task: Task, data_dir: Path, *, seed: int, limit: int | None = None
         val_digest, val_pairs, val_split = digest, pairs, "train"
     else:
         train_rows = all_rows
-        val_digest, val_pairs = _read(folder / "val.jsonl")
+        val_digest, val_pairs = read_jsonl(folder / "val.jsonl")
         files[f"{task.source.folder}/val.jsonl"] = val_digest
         val_rows = np.arange(len(val_pairs), dtype=np.int64)
         val_split = "val"
@@ -288,7 +289,7 @@ def load_task(task: Task, data_dir: Path, *, seed: int, limit: int | None = None
     val = _examples(task.source.folder, val_split, val_digest, val_pairs, val_rows, task.labels, None)
     if extra:
         for source in task.extra_train:
-            extra_digest, extra_pairs = _read(data_dir / source.folder / "train.jsonl")
+            extra_digest, extra_pairs = read_jsonl(data_dir / source.folder / "train.jsonl")
             files[f"{source.folder}/train.jsonl"] = extra_digest
             rows = _subsample(
                 np.arange(len(extra_pairs), dtype=np.int64), limit, rng_for(seed, task.name, source.folder)

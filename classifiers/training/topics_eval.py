@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import os
 import re
@@ -49,7 +48,7 @@ from numpy.typing import NDArray
 
 from classifiers.encoder import Encoder
 from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, OTHER, TopicModel, TopicSpec
-from classifiers.training.data import default_data_dir
+from classifiers.training.data import default_data_dir, read_jsonl
 
 __all__ = [
     "HELD_OUT",
@@ -290,28 +289,16 @@ def _rng(seed: int, *words: str) -> np.random.Generator:
 
 
 def _load(data_dir: Path, folder: str, split: str, *, limit: int | None, seed: int) -> _Part:
-    path = data_dir / folder / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (data folder: set SWITCHBOARD_DATA_DIR or pass --data-dir)")
-    data = path.read_bytes()
-    texts: list[str] = []
-    labels: list[str] = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        text, label = record.get("text"), record.get("label")
-        if not isinstance(text, str) or not isinstance(label, str):
-            raise ValueError(f"{path}:{number}: expected string 'text' and 'label'")
-        texts.append(text)
-        labels.append(label)
+    data_hash, pairs = read_jsonl(data_dir / folder / f"{split}.jsonl")
+    texts = [text for text, _ in pairs]
+    labels = [label for _, label in pairs]
     rows = np.arange(len(texts), dtype=np.int64)
     if limit is not None and len(rows) > limit:
         rows = np.sort(_rng(seed, folder, split, "limit").choice(rows, size=limit, replace=False)).astype(np.int64)
     return _Part(
         folder=folder,
         split=split,
-        digest=hashlib.sha256(data).hexdigest(),
+        digest=data_hash,
         total=len(texts),
         rows=rows,
         texts=[texts[int(r)] for r in rows],
