@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +54,28 @@ def embed(encoder: Encoder, examples: Examples, cache_dir: Path | None) -> NDArr
             if cached.shape == (len(examples), encoder.dim) and cached.dtype == np.float32:
                 return np.asarray(cached, dtype=np.float32)
             log.warning("ignoring %s: shape %s, expected %s", path, cached.shape, (len(examples), encoder.dim))
+    vectors = encode_logged(encoder, examples.texts, examples.cache_key)
+    if path is not None:
+        save_atomic(path, vectors)
+    return vectors
+
+
+def encode_logged(encoder: Encoder, texts: Sequence[str], what: str) -> NDArray[np.float32]:
+    """Encode in chunks, logging progress for long inputs (embedding a dataset takes minutes here)."""
     started = time.monotonic()
     parts: list[NDArray[np.float32]] = []
-    for begin in range(0, len(examples), _CHUNK):
-        parts.append(encoder.encode(examples.texts[begin : begin + _CHUNK]))
-        if len(examples) > _CHUNK:
-            log.info("%s: embedded %d / %d", examples.cache_key, begin + len(parts[-1]), len(examples))
+    for begin in range(0, len(texts), _CHUNK):
+        parts.append(encoder.encode(texts[begin : begin + _CHUNK]))
+        if len(texts) > _CHUNK:
+            log.info("%s: embedded %d / %d", what, begin + len(parts[-1]), len(texts))
     vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)
-    log.info("%s: %d texts embedded in %.1f s", examples.cache_key, len(examples), time.monotonic() - started)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.save(f, vectors, allow_pickle=False)
-        os.replace(f.name, path)
+    log.info("%s: %d texts embedded in %.1f s", what, len(texts), time.monotonic() - started)
     return vectors
+
+
+def save_atomic(path: Path, vectors: NDArray[np.float32]) -> None:
+    """Write a .npy so that a reader never sees half a file (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        np.save(f, vectors, allow_pickle=False)
+    os.replace(f.name, path)

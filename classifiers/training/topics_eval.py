@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import re
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Sequence
@@ -49,6 +47,7 @@ from numpy.typing import NDArray
 from classifiers.encoder import Encoder
 from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, OTHER, TopicModel, TopicSpec
 from classifiers.training.data import default_data_dir, read_jsonl
+from classifiers.training.embeddings import encode_logged, save_atomic
 
 __all__ = [
     "HELD_OUT",
@@ -76,7 +75,6 @@ OOS_LABEL = "oos"
 BANKING_HOLDOUT = 0.2
 TICKETS_HOLDOUT = 0.1
 TICKETS_EVAL_CAP = 2000
-_CHUNK = 2048  # texts per encode() call: bounds memory and gives progress lines
 
 # Modes: how the "other" threshold of a row was set.
 NO_OTHER = "no other (-1)"
@@ -375,18 +373,9 @@ def _embed(encoder: Encoder, part: _Part, cache_dir: Path | None) -> NDArray[np.
             whole = _read_cache(_cache_path(cache_dir, encoder, part, "all"), part.total, encoder.dim)
             if whole is not None:
                 return np.ascontiguousarray(whole[part.rows])
-    started = time.monotonic()
-    chunks: list[NDArray[np.float32]] = []
-    for begin in range(0, len(part.texts), _CHUNK):
-        chunks.append(encoder.encode(part.texts[begin : begin + _CHUNK]))
-        log.info("%s/%s: embedded %d / %d", part.folder, part.split, begin + len(chunks[-1]), len(part.texts))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
-    log.info("%s/%s: %d texts in %.0f s", part.folder, part.split, len(part.texts), time.monotonic() - started)
+    vectors = encode_logged(encoder, part.texts, f"{part.folder}/{part.split}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.save(f, vectors, allow_pickle=False)
-        os.replace(f.name, path)
+        save_atomic(path, vectors)
     return vectors
 
 
