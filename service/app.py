@@ -122,7 +122,19 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
             await classifiers.aclose()
             await engine.dispose()
 
-    from routers import classify, comments, health, jobs, problems, sources, topics, webhooks
+    from routers import (
+        classify,
+        comments,
+        directory,
+        health,
+        jobs,
+        problems,
+        queue,
+        rules,
+        sources,
+        topics,
+        webhooks,
+    )
 
     app = FastAPI(
         title="Switchboard",
@@ -132,7 +144,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (webhooks, sources, topics, comments, classify, jobs, health):
+    for module in (webhooks, sources, topics, directory, rules, queue, comments, classify, jobs, health):
         app.include_router(module.router)
     return app
 

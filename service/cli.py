@@ -108,8 +108,9 @@ def create_key(
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from service import keys
+    from service import directory, keys
     from service.database import create_engine, create_session_factory, transaction
+    from service.errors import NotFound
 
     if role is Role.responder and not member:
         raise typer.BadParameter("a responder key needs --member")
@@ -121,12 +122,21 @@ def create_key(
         engine = create_engine(settings.database_url)
         try:
             async with transaction(create_session_factory(engine)) as session:
+                if member is not None:
+                    await directory.get_member(session, member)
                 _, raw = await keys.create_key(session, role=role, name=name, member_id=member, actor="cli")
             return raw
         finally:
             await engine.dispose()
 
-    typer.echo(asyncio.run(_create()))
+    try:
+        raw = asyncio.run(_create())
+    except NotFound:
+        raise typer.BadParameter(
+            f"there is no member '{member}' (or it was deleted); add it with POST /v1/admin/members first",
+            param_hint="'--member'",
+        ) from None
+    typer.echo(raw)
 
 
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}

@@ -9,7 +9,8 @@
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
     │   ├── AlreadyExists (409 already_exists)
-    │   └── InvalidState (409 invalid_state)
+    │   ├── InvalidState (409 invalid_state)
+    │   └── ItemAlreadyClaimed (409 item_already_claimed)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     └── NotReady (503 not_ready)
@@ -45,7 +46,7 @@ class BadRequest(SwitchboardError):
 class InvalidPayload(BadRequest):
     status = 422
     code = "invalid_payload"
-    title = "The event payload is not valid"
+    title = "The request is not valid"
 
 
 class Unauthenticated(SwitchboardError):
@@ -85,6 +86,11 @@ class AlreadyExists(Conflict):
 class InvalidState(Conflict):
     code = "invalid_state"
     title = "Not possible in the current state"
+
+
+class ItemAlreadyClaimed(Conflict):
+    code = "item_already_claimed"
+    title = "Someone else holds this item"
 
 
 class PayloadTooLarge(SwitchboardError):

@@ -17,6 +17,7 @@ from service import sources
 from service.adapters import Adapter, CommentEvent, ThreadRef
 from service.adapters.standard import StandardAdapter
 from service.database import insert_ignore, table
+from service.dispatch import close_for_deleted_comment
 from service.errors import Forbidden
 from service.models import (
     OPEN_JOB_STATES,
@@ -276,6 +277,7 @@ async def _delete(session: AsyncSession, *, source_id: int, external_id: str, no
     await session.execute(sa.update(CommentVersion).where(col(CommentVersion.comment_id) == comment.id).values(body=""))
     await session.execute(sa.delete(CommentAnalysis).where(col(CommentAnalysis.comment_id) == comment.id))
     await _cancel_open_jobs(session, comment.id, states=OPEN_JOB_STATES, now=now, reason="comment deleted")
+    await close_for_deleted_comment(session, comment.id, now=now)
     await session.flush()
     return Receipt(comment_id=comment.id, duplicate=False, outcome="deleted")
 

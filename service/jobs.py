@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from service import processing
+from service import processing, sla
 from service.database import SessionFactory
+from service.models.base import utcnow
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class InlineQueue:
         self._tasks = [
             asyncio.create_task(self._consume(), name="switchboard-inline-consumer"),
             asyncio.create_task(self._reconcile_forever(), name="switchboard-inline-reconciler"),
+            asyncio.create_task(self._sla_forever(), name="switchboard-inline-sla-clock"),
         ]
 
     async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
@@ -114,6 +116,14 @@ class InlineQueue:
             except Exception:
                 log.exception("reconciler sweep failed")
             await asyncio.sleep(self._settings.reconcile_interval_seconds)
+
+    async def _sla_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sla_sweep_interval_seconds)
+            try:
+                await sla.sweep(self._factory, settings=self._settings, now=utcnow())
+            except Exception:
+                log.exception("SLA sweep failed")
 
 
 class ArqQueue:

@@ -23,6 +23,7 @@ from sqlmodel import col
 from classifiers.pipeline import Analyser, Analysis
 from service.classification import document, thresholds_for
 from service.database import SessionFactory, dialect_name, transaction
+from service.dispatch import dispatch_comments
 from service.models import Comment, CommentAnalysis, Delivery, Job, JobState, Source
 from service.models.base import utcnow
 from service.settings import Settings
@@ -136,8 +137,15 @@ async def _run(
         for c, analysis in zip(live, analyses, strict=True)
     }
     async with transaction(factory) as session:
+        stored: list[uuid.UUID] = []
         for one in claims:
-            report.done += await _finish(session, one, results.get(one.comment_id), duration_ms=per_comment_ms)
+            result = results.get(one.comment_id)
+            if await _finish(session, one, result, duration_ms=per_comment_ms):
+                report.done += 1
+                if result is not None:
+                    stored.append(one.comment_id)
+        # The queue item commits with the classification it was routed by.
+        await dispatch_comments(session, stored, now=utcnow())
 
 
 async def _finish(session: AsyncSession, one: Claim, result: _Result | None, *, duration_ms: float) -> int:

@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     )
     classify_max_texts: int = Field(256, ge=1, le=1024, description="Texts per POST /v1/classify request.")
     classify_max_chars: int = Field(5000, ge=100, description="Characters per text in POST /v1/classify.")
+    claim_lease_seconds: float = Field(
+        1800, gt=0, description="How long a responder's claim holds before the item returns to the queue."
+    )
+    sla_sweep_interval_seconds: float = Field(
+        60, gt=0, description="How often SLA deadlines are checked (escalations, reminders, expired claims)."
+    )
+    sla_reminder_minutes: float = Field(
+        30, ge=0, description="Remind the owner this long before an item's SLA passes (0: no reminders)."
+    )
+    escalation_member: str | None = Field(
+        None, description="Member who receives escalations of items whose team has no lead (default: unassigned)."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

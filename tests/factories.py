@@ -87,3 +87,60 @@ async def post_event(
     return await client.post(
         f"/v1/webhooks/{slug}", content=body, headers=signed_headers(secret, body, webhook_id=webhook_id)
     )
+
+
+# ---- the directory, rules and the queue ---------------------------------------------------------------------
+
+
+async def create_member(
+    client: httpx.AsyncClient, member_id: str, *, external: dict[str, str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """Create a member; `external` maps source slug -> the member's user id there."""
+    body = {
+        "id": member_id,
+        "name": member_id.title(),
+        "external_ids": [{"source": s, "id": i} for s, i in (external or {}).items()],
+        **fields,
+    }
+    response = await client.post("/v1/admin/members", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def create_team(
+    client: httpx.AsyncClient,
+    team_id: str,
+    members: list[str],
+    *,
+    lead: str | None = None,
+    strategy: str = "round_robin",
+) -> dict[str, Any]:
+    """Create a team."""
+    body = {"id": team_id, "name": team_id.upper(), "members": members, "lead": lead, "strategy": strategy}
+    response = await client.post("/v1/admin/teams", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def put_rules(client: httpx.AsyncClient, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replace the routing rules; a default rule (unassigned pool) is appended unless the last has no `when`."""
+    if not rules or rules[-1].get("when") is not None:
+        rules = [*rules, {"id": "default", "name": "Default", "then": {}}]
+    response = await client.put("/v1/admin/rules", json={"rules": rules}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    saved: dict[str, Any] = response.json()
+    return saved
+
+
+async def responder_headers(client: httpx.AsyncClient, member_id: str) -> dict[str, str]:
+    """A responder API key bound to the member (created as `switchboard create-key` does)."""
+    from service.database import transaction
+    from service.keys import create_key
+    from service.models import Role
+
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    async with transaction(factory) as session:
+        _, raw = await create_key(session, role=Role.responder, name=f"responder {member_id}", member_id=member_id)
+    return {"Authorization": f"Bearer {raw}"}

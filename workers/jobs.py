@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from service import processing
+from service import processing, sla
 from service.jobs import reconcile as reconcile_sweep
+from service.models.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,9 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             await ctx["redis"].enqueue_job("process_comment_jobs", chunk)
 
     return await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue)
+
+
+async def sla_sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Escalate items past their SLA, remind owners before it, return expired claims (idempotent)."""
+    report = await sla.sweep(ctx["session_factory"], settings=ctx["settings"], now=utcnow())
+    return {"escalated": report.escalated, "reminded": report.reminded, "claims_expired": report.claims_expired}

@@ -23,6 +23,8 @@ def worker_settings(settings: Settings) -> type:
     connection = make_redis_settings(redis_url)
     interval = max(1, int(settings.reconcile_interval_seconds))
     seconds = set(range(0, 60, interval)) if interval < 60 else {0}
+    sla_interval = max(1, int(settings.sla_sweep_interval_seconds))
+    sla_seconds = set(range(0, 60, sla_interval)) if sla_interval < 60 else {0}
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
@@ -31,7 +33,10 @@ def worker_settings(settings: Settings) -> type:
 
     class WorkerSettings:
         functions: ClassVar[list[Any]] = [jobs.process_comment_jobs]
-        cron_jobs: ClassVar[list[Any]] = [cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False)]
+        cron_jobs: ClassVar[list[Any]] = [
+            cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False),
+            cron(jobs.sla_sweep, second=sla_seconds, unique=True, run_at_startup=False),
+        ]
         on_startup = staticmethod(startup)
         on_shutdown = staticmethod(context.shutdown)
         redis_settings: ClassVar[RedisSettings] = connection

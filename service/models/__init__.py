@@ -2,7 +2,9 @@
 
 from service.models.auth import ApiKey, AuditEvent, Role
 from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
+from service.models.directory import Member, MemberIdentity, Strategy, Team, TeamMember
 from service.models.job import OPEN_JOB_STATES, Delivery, Job, JobKind, JobState
+from service.models.queue import ItemState, Priority, QueueItem, Reply, Resolution, RulesetVersion
 from service.models.source import Source, SourceKind
 from service.models.topic import Label, Topic
 
@@ -14,13 +16,24 @@ __all__ = [
     "CommentAnalysis",
     "CommentVersion",
     "Delivery",
+    "ItemState",
     "Job",
     "JobKind",
     "JobState",
     "Label",
+    "Member",
+    "MemberIdentity",
+    "Priority",
+    "QueueItem",
+    "Reply",
+    "Resolution",
     "Role",
+    "RulesetVersion",
     "Source",
     "SourceKind",
+    "Strategy",
+    "Team",
+    "TeamMember",
     "Thread",
     "Topic",
 ]

@@ -1,0 +1,86 @@
+"""Admin API: the directory of members (who answer comments) and teams (who share a queue)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from routers.problems import problem_responses
+from service import directory
+from service.deps import AdminDep, SessionDep
+from service.models.directory import MemberCreate, MemberPublic, MemberUpdate, TeamCreate, TeamPublic, TeamUpdate
+
+members = APIRouter(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))
+teams = APIRouter(prefix="/v1/admin/teams", tags=["admin: teams"], responses=problem_responses(401, 403))
+
+
+@members.post("", status_code=201, operation_id="create_member", responses=problem_responses(409, 422))
+async def create_member(data: MemberCreate, session: SessionDep, admin: AdminDep) -> MemberPublic:
+    """Add a member with their user ids on the sources; ids are never reused, even after deletion."""
+    return await directory.create_member(session, data=data, actor=admin.actor)
+
+
+@members.get("", operation_id="list_members", responses=problem_responses(404))
+async def list_members(
+    session: SessionDep,
+    _admin: AdminDep,
+    team: Annotated[str | None, Query(description="Only the members of this team.")] = None,
+) -> list[MemberPublic]:
+    """Every member, by id, with their teams."""
+    return await directory.list_members(session, team_id=team)
+
+
+@members.get("/{member_id}", operation_id="get_member", responses=problem_responses(404))
+async def get_member(member_id: str, session: SessionDep, _admin: AdminDep) -> MemberPublic:
+    """One member."""
+    return await directory.read_member(session, member_id=member_id)
+
+
+@members.patch("/{member_id}", operation_id="update_member", responses=problem_responses(404, 409, 422))
+async def update_member(member_id: str, data: MemberUpdate, session: SessionDep, admin: AdminDep) -> MemberPublic:
+    """Change a member; `external_ids` replaces the list, `null` clears email, away_until and delegate."""
+    return await directory.update_member(session, member_id=member_id, data=data, actor=admin.actor)
+
+
+@members.delete("/{member_id}", status_code=204, operation_id="delete_member", responses=problem_responses(404))
+async def delete_member(member_id: str, session: SessionDep, admin: AdminDep) -> Response:
+    """Retire a member: out of their teams, external ids freed, delegations and leads cleared, keys revoked."""
+    await directory.delete_member(session, member_id=member_id, actor=admin.actor)
+    return Response(status_code=204)
+
+
+@teams.post("", status_code=201, operation_id="create_team", responses=problem_responses(409, 422))
+async def create_team(data: TeamCreate, session: SessionDep, admin: AdminDep) -> TeamPublic:
+    """Add a team of members (in round-robin order); ids are never reused, even after deletion."""
+    return await directory.create_team(session, data=data, actor=admin.actor)
+
+
+@teams.get("", operation_id="list_teams")
+async def list_teams(session: SessionDep, _admin: AdminDep) -> list[TeamPublic]:
+    """Every team, by id."""
+    return await directory.list_teams(session)
+
+
+@teams.get("/{team_id}", operation_id="get_team", responses=problem_responses(404))
+async def get_team(team_id: str, session: SessionDep, _admin: AdminDep) -> TeamPublic:
+    """One team."""
+    return await directory.read_team(session, team_id=team_id)
+
+
+@teams.patch("/{team_id}", operation_id="update_team", responses=problem_responses(404, 422))
+async def update_team(team_id: str, data: TeamUpdate, session: SessionDep, admin: AdminDep) -> TeamPublic:
+    """Change a team; `members` replaces the list in the order given, `lead: null` clears the lead."""
+    return await directory.update_team(session, team_id=team_id, data=data, actor=admin.actor)
+
+
+@teams.delete("/{team_id}", status_code=204, operation_id="delete_team", responses=problem_responses(404))
+async def delete_team(team_id: str, session: SessionDep, admin: AdminDep) -> Response:
+    """Retire a team: its memberships end."""
+    await directory.delete_team(session, team_id=team_id, actor=admin.actor)
+    return Response(status_code=204)
+
+
+router = APIRouter()
+router.include_router(members)
+router.include_router(teams)

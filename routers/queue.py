@@ -1,0 +1,107 @@
+"""Responder API: the routing queue."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from routers.problems import problem_responses
+from service import queue
+from service.deps import CurrentPrincipal, SessionDep, SettingsDep
+from service.models.base import utcnow
+from service.queue import (
+    AnswerIn,
+    QueueFilter,
+    QueueItemDetail,
+    QueueItemPublic,
+    QueuePage,
+    ReassignIn,
+    ResolveIn,
+    Scope,
+    SnoozeIn,
+)
+
+router = APIRouter(prefix="/v1/queue", tags=["queue"], responses=problem_responses(401, 403, 422))
+ItemActionErrors = problem_responses(404, 409)
+
+
+@router.get("", operation_id="list_queue")
+async def list_queue(
+    query: Annotated[QueueFilter, Query()], session: SessionDep, principal: CurrentPrincipal
+) -> QueuePage:
+    """My queue and my teams' queues, most urgent first (priority, then due time); cursor pagination."""
+    return await queue.list_items(session, principal=principal, query=query, now=utcnow())
+
+
+@router.post(
+    "/claim-next",
+    operation_id="claim_next_item",
+    response_model=QueueItemPublic,
+    responses={204: {"description": "Nothing is waiting in your queues."}, **problem_responses(409)},
+)
+async def claim_next_item(
+    session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal, scope: Scope = "all"
+) -> QueueItemPublic | Response:
+    """Claim the most urgent item waiting in my queues; 204 when there is none."""
+    item = await queue.claim_next(session, principal=principal, settings=settings, now=utcnow(), scope=scope)
+    return item if item is not None else Response(status_code=204)
+
+
+@router.get("/{item_id}", operation_id="get_queue_item", responses=problem_responses(404))
+async def get_queue_item(item_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> QueueItemDetail:
+    """One item with its comment, thread context, classification explanation, replies and history."""
+    return await queue.read(session, principal=principal, item_id=item_id, now=utcnow())
+
+
+@router.post("/{item_id}/claim", operation_id="claim_item", responses=ItemActionErrors)
+async def claim_item(
+    item_id: uuid.UUID, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> QueueItemPublic:
+    """Claim an item (a lease); when several responders race, one wins and the others get 409."""
+    return await queue.claim(session, principal=principal, item_id=item_id, settings=settings, now=utcnow())
+
+
+@router.post("/{item_id}/release", operation_id="release_item", responses=ItemActionErrors)
+async def release_item(item_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> QueueItemPublic:
+    """Give a claimed item back to the queue."""
+    return await queue.release(session, principal=principal, item_id=item_id, now=utcnow())
+
+
+@router.post("/{item_id}/answer", operation_id="answer_item", responses=ItemActionErrors)
+async def answer_item(
+    item_id: uuid.UUID, data: AnswerIn, session: SessionDep, principal: CurrentPrincipal
+) -> QueueItemPublic:
+    """Answer the comment: the reply is recorded (and posted to the platform) and the item is answered."""
+    return await queue.answer(session, principal=principal, item_id=item_id, data=data, now=utcnow())
+
+
+@router.post("/{item_id}/resolve", operation_id="resolve_item", responses=ItemActionErrors)
+async def resolve_item(
+    item_id: uuid.UUID, data: ResolveIn, session: SessionDep, principal: CurrentPrincipal
+) -> QueueItemPublic:
+    """Close the item with a reason."""
+    return await queue.resolve(session, principal=principal, item_id=item_id, data=data, now=utcnow())
+
+
+@router.post("/{item_id}/reassign", operation_id="reassign_item", responses=ItemActionErrors)
+async def reassign_item(
+    item_id: uuid.UUID, data: ReassignIn, session: SessionDep, principal: CurrentPrincipal
+) -> QueueItemPublic:
+    """Give the item to another member and/or team, with a note."""
+    return await queue.reassign(session, principal=principal, item_id=item_id, data=data, now=utcnow())
+
+
+@router.post("/{item_id}/snooze", operation_id="snooze_item", responses=ItemActionErrors)
+async def snooze_item(
+    item_id: uuid.UUID, data: SnoozeIn, session: SessionDep, principal: CurrentPrincipal
+) -> QueueItemPublic:
+    """Hide the item until a time (the SLA keeps running)."""
+    return await queue.snooze(session, principal=principal, item_id=item_id, data=data, now=utcnow())
+
+
+@router.post("/{item_id}/approve", operation_id="approve_item", responses=ItemActionErrors)
+async def approve_item(item_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> QueueItemPublic:
+    """Let an item held for moderation into the queue."""
+    return await queue.approve(session, principal=principal, item_id=item_id, now=utcnow())
