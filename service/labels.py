@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.topics import OTHER
-from service import reclassify
+from service import queue, reclassify
 from service.errors import InvalidPayload, NotFound
 from service.keys import Principal, require_role
 from service.models import Comment, Label, Role, Topic
@@ -55,7 +55,9 @@ async def correct(
     """Record a correction; a topic correction joins that topic's examples at the classifier's next refit."""
     require_role(principal, Role.admin, Role.responder)
     comment = await session.get(Comment, comment_id)
-    if comment is None or comment.deleted_at is not None:
+    # Responders correct what reaches their queues; anything else does not exist for them.
+    visible = comment is not None and await queue.sees_comment(session, principal, comment_id)
+    if comment is None or comment.deleted_at is not None or not visible:
         raise NotFound(f"There is no comment {comment_id}.")
     topic = data.topic
     if topic is not None and topic.strip().lower() != OTHER:

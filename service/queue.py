@@ -370,6 +370,17 @@ async def _visible(session: AsyncSession, viewer: Viewer, item_id: uuid.UUID, *,
     return item
 
 
+async def sees_comment(session: AsyncSession, principal: Principal, comment_id: uuid.UUID) -> bool:
+    """May the caller see this comment? Admins always; responders if its queue item is in their queues."""
+    viewer = await Viewer.of(session, principal)
+    if viewer.is_admin:
+        return True
+    found = await session.execute(
+        sa.select(col(QueueItem.id)).where(col(QueueItem.comment_id) == comment_id, viewer.condition())
+    )
+    return found.first() is not None
+
+
 async def _source_and_body(session: AsyncSession, item: QueueItem) -> tuple[str, Comment]:
     row = (
         await session.execute(

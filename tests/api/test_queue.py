@@ -437,3 +437,20 @@ async def test_members_and_teams_the_live_rules_assign_to_cannot_be_deleted(clie
     await put_rules(client, [])
     assert (await client.delete("/v1/admin/teams/it", headers=ADMIN)).status_code == 204
     assert (await client.delete("/v1/admin/members/r1", headers=ADMIN)).status_code == 204
+
+
+async def test_responders_correct_labels_only_on_comments_in_their_queues(client: httpx.AsyncClient) -> None:
+    await create_source(client)
+    for member in ("r1", "r2"):
+        await create_member(client, member)
+    r1 = await responder_headers(client, "r1")
+    (mine,) = await _seed(client, 1, member="r1")
+    (theirs,) = await _seed(client, 1, member="r2")
+    comment_of = {
+        item_id: (await client.get(f"/v1/queue/{item_id}", headers=ADMIN)).json()["comment_id"]
+        for item_id in (mine, theirs)
+    }
+    ok = await client.post(f"/v1/comments/{comment_of[mine]}/labels", json={"sentiment": "negative"}, headers=r1)
+    assert ok.status_code == 201, ok.text
+    hidden = await client.post(f"/v1/comments/{comment_of[theirs]}/labels", json={"sentiment": "negative"}, headers=r1)
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "not_found")

@@ -30,3 +30,13 @@ def test_compose_uses_only_real_settings() -> None:
     used = set(re.findall(r"SWITCHBOARD_([A-Z_]+)", COMPOSE))
     assert used, "docker-compose.yml sets no SWITCHBOARD_ variables"
     assert used <= {n.upper() for n in Settings.model_fields}, used - {n.upper() for n in Settings.model_fields}
+
+
+def test_the_readme_rules_example_is_a_valid_ruleset() -> None:
+    import json
+
+    from service.routing import RulesetIn
+
+    start = README.index('```json\n{"rules"') + len("```json\n")
+    ruleset = RulesetIn.model_validate(json.loads(README[start : README.index("```", start)]))
+    assert ruleset.rules[-1].when is None
