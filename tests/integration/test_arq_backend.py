@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from service.database import create_engine
-from service.models import CommentAnalysis, Job
+from service.models import CommentAnalysis, Job, QueueItem
 from tests.conftest import truncate_all, unavailable
 from tests.factories import ADMIN, ADMIN_KEY, comment_payload, signed_headers
 from tests.processes import RedisServer, served, stop, switchboard
@@ -126,6 +126,13 @@ async def test_worker_killed_twice_mid_run_loses_nothing_and_repeats_nothing(
     analyses, states = await counts(pg_url)
     assert analyses == total  # one effect per comment: no comment lost, none stored twice
     assert states == {"done": total}
+    engine = create_engine(pg_url)
+    async with engine.connect() as connection:
+        items, comments = (
+            await connection.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(col(QueueItem.comment_id)))))
+        ).one()
+    await engine.dispose()
+    assert (items, comments) == (total, total)  # one queue item per comment, however often a job ran
 
 
 async def test_webhooks_are_acknowledged_while_redis_is_down_and_processed_when_it_returns(
@@ -148,3 +155,33 @@ async def test_webhooks_are_acknowledged_while_redis_is_down_and_processed_when_
             await wait_until(pg_url, lambda analyses, states: analyses == 150 and states == {"done": 150}, worker)
         finally:
             stop(worker)
+
+
+async def test_worker_cron_escalates_an_item_past_its_sla_to_the_team_lead(
+    pg_url: str, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {**scale_env(pg_url, redis_server.url), "SWITCHBOARD_SLA_SWEEP_INTERVAL_SECONDS": "1"}
+    with served(env, tmp_path / "api.log") as base_url:
+        async with httpx.AsyncClient(base_url=base_url, headers=ADMIN, timeout=30) as admin:
+            for member in ("lead", "agent"):
+                assert (await admin.post("/v1/admin/members", json={"id": member, "name": member})).status_code == 201
+            team = {"id": "hr", "name": "HR", "members": ["agent"], "lead": "lead"}
+            assert (await admin.post("/v1/admin/teams", json=team)).status_code == 201
+            rules = [{"id": "all", "name": "All to HR in 1 s", "then": {"assign": {"to": "team", "team": "hr"},
+                                                                         "sla": "PT1S"}}]  # fmt: skip
+            assert (await admin.put("/v1/admin/rules", json={"rules": rules})).status_code == 200
+        assert await post_comments(base_url, range(1)) == [202]
+        worker = switchboard("worker", env=env, log=tmp_path / "worker.log")
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                async with httpx.AsyncClient(base_url=base_url, headers=ADMIN) as admin:
+                    page = (await admin.get("/v1/queue", params={"state": "escalated"})).json()["items"]
+                if page:
+                    break
+                assert worker.poll() is None, "the worker exited"
+                await asyncio.sleep(0.5)
+        finally:
+            stop(worker)
+    assert [(i["member"], i["team"], i["state"]) for i in page] == [("lead", "hr", "escalated")]
