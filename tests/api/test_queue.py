@@ -454,3 +454,32 @@ async def test_responders_correct_labels_only_on_comments_in_their_queues(client
     assert ok.status_code == 201, ok.text
     hidden = await client.post(f"/v1/comments/{comment_of[theirs]}/labels", json={"sentiment": "negative"}, headers=r1)
     assert (hidden.status_code, hidden.json()["code"]) == (404, "not_found")
+
+
+async def test_reply_that_arrives_before_the_comment_it_answers_still_resolves_it(client: httpx.AsyncClient) -> None:
+    secret = await newsroom(client)
+    reply = by(comment_payload("c-2", body="Yes, from 5am starting Monday.", parent_id="c-1"), "u-7", "Story Author")
+    await post_event(client, secret, reply)
+    await drain(client)
+    await post_event(client, secret, comment_payload("c-1"))
+    await drain(client)
+    original = await item_of(client, "c-1")
+    assert (original["state"], original["resolution"], original["answered_by"]) == (
+        "resolved",
+        "answered_on_platform",
+        "author",
+    )
+
+
+async def test_in_a_flat_thread_a_team_members_comment_answers_the_earlier_waiting_items(
+    client: httpx.AsyncClient,
+) -> None:
+    secret = await newsroom(client)
+    await put_rules(client, [{"id": "hr", "name": "All to HR", "then": {"assign": {"to": "team", "team": "hr"}}}])
+    await post_event(client, secret, comment_payload("c-1", body="When is the pay rise announced?"))
+    await drain(client)
+    answer = by(comment_payload("c-2", body="In the December all-hands."), "id-hr2", "HR Two")
+    await post_event(client, secret, answer)
+    await drain(client)
+    original = await item_of(client, "c-1")
+    assert (original["state"], original["answered_by"]) == ("resolved", "hr2")
