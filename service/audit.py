@@ -1,14 +1,71 @@
-"""The audit trail: one append-only row per change, written in the transaction that makes the change."""
+"""The audit trail: one append-only row per change, written in the transaction that makes the change.
+
+Rows are chained by hash: each row stores the previous row's hash and SHA-256(previous hash + the canonical JSON
+of its own content), so editing, deleting or inserting a row anywhere breaks verification from that row on.
+Appends are serialised (SQLite serialises writers; PostgreSQL takes a transaction-scoped advisory lock), so the
+chain order is the id order is the commit order.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from service.database import dialect_name
 from service.models import AuditEvent
+from service.models.base import utcnow
 
 SYSTEM_ACTOR = "system"
+GENESIS: Final = "0" * 64  # the prev_hash of the first record
+_LOCK_KEY: Final = 0x5B_A0D1  # pg_advisory_xact_lock key of the audit chain
+
+
+def canonical(
+    *, at: datetime, actor: str, action: str, target_type: str, target_id: str, before: Any, after: Any
+) -> bytes:
+    """The bytes a record's hash covers (stable: sorted keys, no whitespace, UTC timestamps in microseconds)."""
+    content = {
+        "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": actor,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "before": before,
+        "after": after,
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def chain_hash(prev_hash: str, record: bytes) -> str:
+    """SHA-256 of the previous hash followed by the record."""
+    return hashlib.sha256(prev_hash.encode() + record).hexdigest()
+
+
+def _hash_of(event: AuditEvent, prev_hash: str) -> str:
+    return chain_hash(
+        prev_hash,
+        canonical(
+            at=event.at, actor=event.actor, action=event.action, target_type=event.target_type,
+            target_id=event.target_id, before=event.before, after=event.after,
+        ),
+    )  # fmt: skip
+
+
+async def _last_hash(session: AsyncSession) -> str:
+    if dialect_name(session) == "postgresql":
+        await session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+    last = (
+        await session.execute(sa.select(col(AuditEvent.hash)).order_by(col(AuditEvent.id).desc()).limit(1))
+    ).scalar_one_or_none()
+    return last or GENESIS
 
 
 async def record(
@@ -22,14 +79,65 @@ async def record(
     after: dict[str, Any] | None = None,
 ) -> None:
     """Append an audit event (never include comment bodies or secrets in before/after)."""
-    session.add(
-        AuditEvent(
-            actor=actor,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            before=before,
-            after=after,
-        )
-    )
+    # Round-trip through JSON now, so that the hash covers exactly what the database will give back.
+    before = json.loads(json.dumps(before, default=str)) if before is not None else None
+    after = json.loads(json.dumps(after, default=str)) if after is not None else None
+    # Microseconds: what both databases keep.
+    event = AuditEvent(
+        at=utcnow(), actor=actor, action=action, target_type=target_type, target_id=target_id, before=before,
+        after=after,
+    )  # fmt: skip
+    event.prev_hash = await _last_hash(session)
+    event.hash = _hash_of(event, event.prev_hash)
+    session.add(event)
     await session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The outcome of walking the chain: `broken_at` is the id of the first record that does not verify."""
+
+    records: int
+    broken_at: int | None
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when every record verified."""
+        return self.broken_at is None
+
+
+async def _rows(session: AsyncSession, batch: int = 5000) -> AsyncIterator[AuditEvent]:
+    last_id = 0
+    while True:
+        rows = (
+            (
+                await session.execute(
+                    sa.select(AuditEvent).where(col(AuditEvent.id) > last_id).order_by(col(AuditEvent.id)).limit(batch)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        assert rows[-1].id is not None
+        last_id = rows[-1].id
+        session.expunge_all()
+
+
+async def verify(session: AsyncSession) -> Verification:
+    """Walk the whole chain in id order and recompute every hash."""
+    expected_prev = GENESIS
+    count = 0
+    async for row in _rows(session):
+        count += 1
+        if row.prev_hash != expected_prev:
+            return Verification(count, row.id, "its prev_hash is not the previous record's hash (a record was "
+                                "removed or inserted before it)")  # fmt: skip
+        if row.hash != _hash_of(row, expected_prev):
+            return Verification(count, row.id, "its content does not match its hash (the record was edited)")
+        expected_prev = row.hash
+    return Verification(count, None, None)

@@ -4,7 +4,16 @@ from service.models.auth import ApiKey, AuditEvent, Role
 from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
 from service.models.directory import Member, MemberIdentity, Strategy, Team, TeamMember
 from service.models.job import OPEN_JOB_STATES, Delivery, Job, JobKind, JobState
-from service.models.queue import ItemState, Priority, QueueItem, Reply, Resolution, RulesetVersion
+from service.models.queue import (
+    ItemState,
+    Priority,
+    QueueItem,
+    Reply,
+    Resolution,
+    RulesetVersion,
+    Simulation,
+    SimulationState,
+)
 from service.models.source import Source, SourceKind
 from service.models.topic import Label, Topic
 
@@ -29,6 +38,8 @@ __all__ = [
     "Resolution",
     "Role",
     "RulesetVersion",
+    "Simulation",
+    "SimulationState",
     "Source",
     "SourceKind",
     "Strategy",
