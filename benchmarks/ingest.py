@@ -465,6 +465,9 @@ def server_environment(database_url: str, admin_key: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env["SWITCHBOARD_DATABASE_URL"] = database_url
     env["SWITCHBOARD_BOOTSTRAP_ADMIN_KEY"] = admin_key
+    # The load is the point here: rate limits off (their own tests cover them).
+    env["SWITCHBOARD_RATE_LIMIT_PER_KEY_PER_MINUTE"] = "0"
+    env["SWITCHBOARD_RATE_LIMIT_PER_SOURCE_PER_MINUTE"] = "0"
     return env
 
 

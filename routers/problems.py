@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": HTTPStatus(status).phrase} for status in statuses}
 
 
+def rate_limited_response() -> dict[str, Any]:
+    """OpenAPI response entry for 429, with its Retry-After header."""
+    return {
+        "description": HTTPStatus.TOO_MANY_REQUESTS.phrase,
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before the next request can succeed.",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
+
+
 def document_problems(app: FastAPI) -> None:
     """Make the OpenAPI document say what the handlers do: every 4xx/5xx answer is problem+json."""
     generate = app.openapi
@@ -43,6 +57,9 @@ def document_problems(app: FastAPI) -> None:
         document = generate()
         for operations in document.get("paths", {}).values():
             for operation in operations.values():
+                if operation.get("security") and "429" not in operation.get("responses", {}):
+                    # Every route behind an API key is rate-limited per key (service.ratelimit, in get_principal).
+                    operation["responses"]["429"] = rate_limited_response()
                 for status, response in operation.get("responses", {}).items():
                     if status[0] in "45":
                         response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -58,8 +75,17 @@ def document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def problem(request: Request, *, status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """A problem+json response."""
+def problem(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response (with `headers` added, e.g. Retry-After)."""
     body: dict[str, Any] = {
         "type": f"https://switchboard.dev/problems/{code}",
         "title": title,
@@ -69,8 +95,10 @@ def problem(request: Request, *, status: int, code: str, title: str, detail: str
         "instance": request.url.path,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 and code == "unauthenticated" else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    all_headers = dict(headers or {})
+    if status == 401 and code == "unauthenticated":
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=all_headers or None)
 
 
 def install(app: FastAPI) -> None:
@@ -79,7 +107,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SwitchboardError)
     async def _switchboard_error(request: Request, exc: SwitchboardError) -> JSONResponse:
-        return problem(request, status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
+        return problem(
+            request,
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            headers=exc.headers,
+            **exc.extra,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

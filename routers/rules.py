@@ -1,13 +1,18 @@
-"""Admin API: the routing rules (versioned)."""
+"""Admin API: the routing rules (versioned), and tuning them with evidence (simulate, explain, suggestions)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from routers.problems import problem_responses
-from service import rules
-from service.deps import AdminDep, SessionDep
+from service import rules, simulation, tuning
+from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
+from service.models.base import utcnow
 from service.rules import RulesetPublic, RulesetPut
+from service.simulation import RerouteIn, RerouteResult, SimulateIn, SimulationPublic
+from service.tuning import ExplainIn, ExplainOut, SuggestionsOut
 
 router = APIRouter(prefix="/v1/admin/rules", tags=["admin: rules"], responses=problem_responses(401, 403))
 
@@ -28,3 +33,50 @@ async def replace_rules(data: RulesetPut, session: SessionDep, admin: AdminDep) 
 async def get_rules_version(version: int, session: SessionDep, _admin: AdminDep) -> RulesetPublic:
     """One version of the rules, old or live."""
     return await rules.read_version(session, version=version)
+
+
+@router.post(
+    "/simulate",
+    status_code=201,
+    operation_id="simulate_rules",
+    responses={202: {"model": SimulationPublic, "description": "A large window: running in the background."},
+               **problem_responses(404, 422)},
+)  # fmt: skip
+async def simulate_rules(
+    data: SimulateIn, response: Response, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+) -> SimulationPublic:
+    """Replay stored comments through a draft ruleset (and/or thresholds) and the live one; nothing live changes."""
+    result, background = await simulation.create(session, data=data, actor=admin.actor, settings=settings, now=utcnow())
+    if background:
+        jobs.run_simulation(result.id)
+        response.status_code = 202
+    return result
+
+
+@router.post("/explain", operation_id="explain_routing", responses=problem_responses(404, 422))
+async def explain_routing(
+    data: ExplainIn, request: Request, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+) -> ExplainOut:
+    """Classify one comment and route it through the live (or a draft) ruleset, with every rule's trace."""
+    classifier = await request.app.state.classifiers.get()
+    return await tuning.explain(session, classifier, data=data, settings=settings, now=utcnow())
+
+
+@router.get("/suggestions", operation_id="suggest_rules", responses=problem_responses(422))
+async def suggest_rules(
+    session: SessionDep,
+    settings: SettingsDep,
+    _admin: AdminDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+    min_reassignments: Annotated[int, Query(ge=2, le=1000)] = 5,
+) -> SuggestionsOut:
+    """Rules learned from responders' reassignments, with the evidence and a simulation of adding each."""
+    return await tuning.suggestions(
+        session, settings=settings, now=utcnow(), days=days, min_reassignments=min_reassignments
+    )
+
+
+@router.post("/reroute", operation_id="reroute_items", responses=problem_responses(422))
+async def reroute_items(data: RerouteIn, session: SessionDep, settings: SettingsDep, admin: AdminDep) -> RerouteResult:
+    """Re-route the waiting items of a window with the live rules (claimed or hand-assigned items are kept)."""
+    return await simulation.reroute(session, data=data, actor=admin.actor, settings=settings, now=utcnow())

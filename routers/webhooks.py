@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from routers.problems import problem_responses
+from routers.problems import problem_responses, rate_limited_response
 from service import ingest
-from service.deps import JobsDep, SessionDep, SettingsDep
+from service.deps import JobsDep, SessionDep, SettingsDep, limit_webhook_source
 from service.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -45,7 +45,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     responses={
         200: {"model": Accepted, "description": "Seen before: nothing changed"},
         **problem_responses(401, 403, 404, 413, 422),
+        429: rate_limited_response(),
     },
+    dependencies=[Depends(limit_webhook_source)],  # first: before the body is read or verified
 )
 async def receive(
     slug: str, request: Request, response: Response, session: SessionDep, jobs: JobsDep, settings: SettingsDep

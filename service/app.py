@@ -16,7 +16,7 @@ from classifiers.pipeline import Analyser
 if TYPE_CHECKING:
     from classifiers.encoder import Encoder
     from classifiers.pipeline import Pipeline
-from service import keys, migrate, processing
+from service import keys, migrate, processing, ratelimit
 from service.classification import Classifier
 from service.database import SessionFactory, create_engine, create_session_factory, transaction
 from service.jobs import ArqQueue, InlineQueue, JobQueue
@@ -114,15 +114,19 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         app.state.session_factory = factory
         app.state.queue = queue
         app.state.classifiers = classifiers
+        app.state.rate_limiter = limiter = ratelimit.build(settings)
         await queue.start()
         try:
             yield
         finally:
+            await limiter.aclose()
             await queue.close()
             await classifiers.aclose()
             await engine.dispose()
 
     from routers import (
+        api_keys,
+        audit,
         classify,
         comments,
         directory,
@@ -133,6 +137,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         rules,
         sources,
         topics,
+        tuning,
         webhooks,
     )
 
@@ -144,7 +149,21 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (webhooks, sources, topics, directory, rules, queue, comments, classify, jobs, health):
+    for module in (
+        webhooks,
+        sources,
+        topics,
+        directory,
+        rules,
+        tuning,
+        queue,
+        comments,
+        classify,
+        jobs,
+        api_keys,
+        audit,
+        health,
+    ):
         app.include_router(module.router)
     return app
 

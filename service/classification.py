@@ -124,7 +124,8 @@ def thresholds_for(settings: Settings, source_thresholds: Mapping[str, float] | 
     return merged
 
 
-def _decide(name: str, label: str, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> str:
+def decide(name: str, label: str, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> str:
+    """A binary head's label under these thresholds (other heads keep their label)."""
     if name not in BINARY_HEADS or name not in thresholds:
         return label
     positive, negative = BINARY_HEADS[name]
@@ -141,7 +142,7 @@ def document(analysis: Analysis, thresholds: Mapping[str, float] | None = None) 
     doc: dict[str, Any] = dict.fromkeys(HEAD_NAMES)
     for name, result in (analysis.heads or {}).items():
         doc[name] = {
-            "label": _decide(name, result.label, result.scores, thresholds or {}),
+            "label": decide(name, result.label, result.scores, thresholds or {}),
             "scores": {k: round(v, 4) for k, v in result.scores.items()},
         }
     topic = analysis.topic

@@ -1,4 +1,4 @@
-"""The `switchboard` command: serve, worker, migrate, openapi, create-key."""
+"""The `switchboard` command: serve, worker, migrate, openapi, create-key, verify-audit."""
 
 from __future__ import annotations
 
@@ -137,6 +137,28 @@ def create_key(
             param_hint="'--member'",
         ) from None
     typer.echo(raw)
+
+
+@app.command("verify-audit")
+def verify_audit() -> None:
+    """Walk the audit trail's hash chain: exit 0 if every record verifies, 1 with the first bad record's id."""
+    from service import audit
+    from service.database import create_engine, create_session_factory
+
+    async def _verify() -> audit.Verification:
+        engine = create_engine(Settings().database_url)
+        try:
+            async with create_session_factory(engine)() as session:
+                return await audit.verify(session)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(_verify())
+    if result.ok:
+        typer.echo(f"audit trail ok: {result.records} records verified")
+        return
+    typer.echo(f"audit trail broken at record {result.broken_at}: {result.reason}", err=True)
+    raise typer.Exit(1)
 
 
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}

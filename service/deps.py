@@ -10,9 +10,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import ratelimit
 from service.jobs import JobQueue
 from service.keys import Principal, authenticate, require_role
 from service.models import Role
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 
 
@@ -27,10 +29,15 @@ class AfterCommit:
 
     def __init__(self) -> None:
         self.job_ids: list[uuid.UUID] = []
+        self.simulations: list[uuid.UUID] = []
 
     def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
         """Enqueue these jobs after commit (dropped on rollback; the rows do not exist then)."""
         self.job_ids.extend(job_ids)
+
+    def run_simulation(self, simulation_id: uuid.UUID) -> None:
+        """Start this stored simulation in the background after commit."""
+        self.simulations.append(simulation_id)
 
 
 def get_jobs(request: Request) -> AfterCommit:
@@ -47,9 +54,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
         await session.commit()
     jobs: AfterCommit | None = getattr(request.state, "jobs", None)
-    if jobs is not None and jobs.job_ids:
+    if jobs is not None:
         queue: JobQueue = request.app.state.queue
-        await queue.enqueue(jobs.job_ids)
+        if jobs.job_ids:
+            await queue.enqueue(jobs.job_ids)
+        for simulation_id in jobs.simulations:
+            await queue.run_simulation(simulation_id)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -61,11 +71,27 @@ JobsDep = Annotated[AfterCommit, Depends(get_jobs)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sbk_...`")
 
 
+def get_rate_limiter(request: Request) -> RateLimiter:
+    """The app's rate limiter (built in the lifespan)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
 async def get_principal(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    session: SessionDep,
+    settings: SettingsDep,
+    limiter: RateLimiterDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller behind `Authorization: Bearer <key>`."""
-    return await authenticate(session, f"Bearer {credentials.credentials}" if credentials else None)
+    """The caller behind `Authorization: Bearer <key>`, counted against its key's rate limit."""
+    principal = await authenticate(session, f"Bearer {credentials.credentials}" if credentials else None)
+    await ratelimit.enforce(
+        limiter, f"key:{principal.key_id}", settings.rate_limit_per_key_per_minute, who="An API key"
+    )
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -77,3 +103,14 @@ def get_admin(principal: CurrentPrincipal) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(get_admin)]
+
+
+async def limit_webhook_source(slug: str, settings: SettingsDep, limiter: RateLimiterDep) -> None:
+    """Count a delivery against its source slug's limit before any work on it (reading, verifying, parsing).
+
+    Before verification on purpose: a flood of unsigned junk aimed at a slug costs a signature check and a
+    database lookup each, so it is limited like signed traffic (a valid platform shares the slug's allowance).
+    """
+    await ratelimit.enforce(
+        limiter, f"source:{slug}", settings.rate_limit_per_source_per_minute, who=f"The source '{slug}'"
+    )

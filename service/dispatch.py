@@ -201,7 +201,7 @@ class Dispatcher:
                 self.session, original, actor=ROUTING_ACTOR, action="reopened", now=self.now, state=ItemState.open,
                 note=f"follow-up comment {ctx.comment.id} from the original author",
                 resolution=None, resolved_at=None, resolved_by=None, claimed_by=None, claim_expires_at=None,
-                reopen_count=original.reopen_count + 1,
+                reopen_count=original.reopen_count + 1, **items.restart_clock(original, self.now),
             )  # fmt: skip
             return await self._insert(ctx, self._decide(ctx), closed=Resolution.follow_up)
         decision = self._decide(ctx)
@@ -338,6 +338,12 @@ class Dispatcher:
         reply = ctx.comment
         if reply.thread_id is None or not reply.author_external_id:
             return []
+        thread_author = ctx.thread.author_external_id if ctx.thread is not None else None
+        if (
+            reply.author_external_id != thread_author
+            and self._member_of(ctx.source_slug, reply.author_external_id) is None
+        ):
+            return []  # neither the story's author nor a member: answers nothing (the common case, no query)
         stmt = (
             sa.select(QueueItem, Comment)
             .join(Comment, col(Comment.id) == col(QueueItem.comment_id))
@@ -351,10 +357,19 @@ class Dispatcher:
             stmt = stmt.where(col(Comment.external_id) == reply.parent_external_id)
         else:
             stmt = stmt.where(col(Comment.received_at) <= reply.received_at, col(Comment.id) != reply.id)
-        if self._lock:
-            stmt = stmt.with_for_update(of=table(QueueItem))
         rows = (await self.session.execute(stmt)).all()
-        return [item for item, original in rows if self._may_answer(item, ctx, original)]
+        answered = [item for item, original in rows if self._may_answer(item, ctx, original)]
+        if not answered or not self._lock:
+            return answered
+        # Lock only the items this reply answers (never the whole thread), and re-read them under the lock.
+        locked = await self.session.execute(
+            sa.select(QueueItem)
+            .where(col(QueueItem.id).in_([i.id for i in answered]))
+            .order_by(col(QueueItem.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return [item for item in locked.scalars() if items.is_waiting(item)]
 
     async def _early_answer(self, item: QueueItem, ctx: Context) -> Context | None:
         """A qualifying reply to this comment that was processed before it (webhooks may arrive out of order)."""
@@ -380,7 +395,8 @@ class Dispatcher:
         return None
 
     async def _resolve_answered(self, item: QueueItem, reply: Context) -> None:
-        answered_at = reply.comment.posted_at or reply.comment.received_at
+        # When we learned of the answer: never before the item existed (platform clocks and out-of-order delivery).
+        answered_at = max(reply.comment.received_at, item.created_at)
         member = self._member_of(reply.source_slug, reply.comment.author_external_id)
         who = member.id if member else f"thread author {reply.comment.author_external_id}"
         await items.transition(

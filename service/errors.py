@@ -13,6 +13,7 @@
     │   └── ItemAlreadyClaimed (409 item_already_claimed)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── RateLimited (429 rate_limited, with a Retry-After header)
     └── NotReady (503 not_ready)
 
 Request-validation failures from FastAPI render as 422 `validation_error`; unknown routes as 404 `not_found`,
@@ -35,6 +36,11 @@ class SwitchboardError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs besides its body (e.g. Retry-After)."""
+        return {}
 
 
 class BadRequest(SwitchboardError):
@@ -103,6 +109,21 @@ class UnsupportedMediaType(SwitchboardError):
     status = 415
     code = "unsupported_media_type"
     title = "Unsupported media type"
+
+
+class RateLimited(SwitchboardError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Retry-After: whole seconds until a request would be allowed again."""
+        return {"Retry-After": str(self.retry_after)}
 
 
 class NotReady(SwitchboardError):

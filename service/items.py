@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +63,14 @@ async def created(session: AsyncSession, item: QueueItem, *, actor: str) -> None
         session, actor=actor, action="queue_item.created", target_type="queue_item", target_id=str(item.id),
         after={**audit_view(item), "rule_id": item.rule_id, "ruleset_version": item.ruleset_version},
     )  # fmt: skip
+
+
+def restart_clock(item: QueueItem, now: datetime) -> dict[str, Any]:
+    """A reopened item gets a fresh deadline (its SLA from now), a fresh reminder, and is no longer escalated."""
+    from service.models.queue import NO_DUE
+
+    due = now + timedelta(seconds=item.sla_seconds) if item.sla_seconds is not None else None
+    return {"due_at": due, "sort_due": due or NO_DUE, "reminded_at": None, "escalated_at": None}
 
 
 def is_waiting(item: QueueItem) -> bool:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from service import processing, sla
+from service import processing, simulation, sla
 from service.database import SessionFactory
 from service.models.base import utcnow
 from service.settings import Settings
@@ -26,6 +26,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 PROCESS_JOB_FUNCTION = "process_comment_jobs"
+SIMULATION_JOB_FUNCTION = "run_simulation"
 _OUTAGE_BACKOFF_SECONDS = 5.0
 
 
@@ -37,6 +38,8 @@ class JobQueue(Protocol):
     async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None: ...
 
     async def ping(self) -> None: ...
+
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -55,6 +58,7 @@ class InlineQueue:
         self._run_batch = run_batch
         self._queue: asyncio.Queue[uuid.UUID] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._simulations: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the consumer and the reconciler (which first picks up work left by an earlier run)."""
@@ -72,6 +76,14 @@ class InlineQueue:
         for job_id in job_ids:
             self._queue.put_nowait(job_id)
 
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None:
+        """Run a stored simulation in a task of this process (the reconciler restarts it if the process dies)."""
+        task = asyncio.create_task(
+            simulation.run(self._factory, simulation_id, settings=self._settings), name=f"simulation-{simulation_id}"
+        )
+        self._simulations.add(task)
+        task.add_done_callback(self._simulations.discard)
+
     async def ping(self) -> None:
         """The inline backend is up while its tasks are."""
         if not self._tasks or any(t.done() for t in self._tasks):
@@ -79,9 +91,9 @@ class InlineQueue:
 
     async def close(self) -> None:
         """Stop the tasks; unfinished rows stay pending or running and are picked up on the next start."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._simulations]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._simulations]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -112,6 +124,8 @@ class InlineQueue:
         while True:
             try:
                 await reconcile(self._factory, self._settings, self.enqueue, queue_was_lost=first)
+                for simulation_id in await simulation.pending(self._factory, settings=self._settings):
+                    await self.run_simulation(simulation_id)
                 first = False
             except Exception:
                 log.exception("reconciler sweep failed")
@@ -159,6 +173,14 @@ class ArqQueue:
         except Exception as exc:
             self._down_until = time.monotonic() + _OUTAGE_BACKOFF_SECONDS
             log.warning("could not enqueue %d jobs (%s); the reconciler will", len(job_ids), exc)
+
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None:
+        """Hand a stored simulation to the workers (on a Redis error the reconciler does it later)."""
+        try:
+            pool = await self._connect()
+            await pool.enqueue_job(SIMULATION_JOB_FUNCTION, str(simulation_id))
+        except Exception as exc:
+            log.warning("could not enqueue simulation %s (%s); the reconciler will", simulation_id, exc)
 
     async def ping(self) -> None:
         """Raise unless Redis answers."""

@@ -314,7 +314,7 @@ def _public(item: QueueItem, *, source: str, body: str, now: datetime) -> QueueI
         answered_by=item.answered_by,
         escalated_at=item.escalated_at,
         reopen_count=item.reopen_count,
-        excerpt=redact(body[:EXCERPT_CHARS]),
+        excerpt=redact(body)[:EXCERPT_CHARS],  # redact first: a cut must not expose half an e-mail
         created_at=item.created_at,
         updated_at=item.updated_at,
     )
@@ -341,7 +341,11 @@ async def list_items(session: AsyncSession, *, principal: Principal, query: Queu
         if value is not None:
             stmt = stmt.where(col(column) == value)
     if query.overdue is not None:
-        late = sa.and_(col(QueueItem.due_at) < now, col(QueueItem.state).in_([s.value for s in WAITING_STATES]))
+        late = sa.and_(
+            col(QueueItem.due_at).is_not(None),
+            col(QueueItem.due_at) < now,
+            col(QueueItem.state).in_([s.value for s in WAITING_STATES]),
+        )
         stmt = stmt.where(late if query.overdue else sa.not_(late))
     if not query.include_snoozed:
         stmt = stmt.where(sa.or_(col(QueueItem.snoozed_until).is_(None), col(QueueItem.snoozed_until) <= now))
@@ -424,7 +428,7 @@ async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUI
                     external_id=c.external_id,
                     parent_external_id=c.parent_external_id,
                     author_name=c.author_name,
-                    excerpt=redact(c.body[:EXCERPT_CHARS]),
+                    excerpt=redact(c.body)[:EXCERPT_CHARS],
                     posted_at=c.posted_at,
                 )
                 for c in nearby
@@ -658,12 +662,13 @@ async def reassign(
     else:
         team_id = data.team
     state = ItemState(item.state)
-    if state in (ItemState.claimed, ItemState.answered, ItemState.resolved):
+    reopened = state in (ItemState.answered, ItemState.resolved)
+    if state == ItemState.claimed or reopened:
         state = ItemState.open
     await items.transition(
         session, item, actor=viewer.actor, action="reassigned", now=now, state=state, note=data.note,
         member_id=data.member, team_id=team_id, manually_assigned=True, claimed_by=None, claim_expires_at=None,
-        resolution=None, resolved_at=None, resolved_by=None,
+        resolution=None, resolved_at=None, resolved_by=None, **(items.restart_clock(item, now) if reopened else {}),
     )  # fmt: skip
     return await _public_of(session, item, now)
 

@@ -7,6 +7,7 @@ default rule that leaves every comment in the unassigned pool at normal priority
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import audit
-from service.errors import InvalidPayload, NotFound
-from service.models import Member, RulesetVersion, Team
+from service.errors import InvalidPayload, InvalidState, NotFound
+from service.models import Member, RulesetVersion, Simulation, SimulationState, Team
 from service.models.base import utcnow
 from service.routing import CompiledRuleset, Rule, RulesetIn, compile_ruleset, referenced_ids
 
@@ -40,6 +41,7 @@ class RulesetPublic(BaseModel):
     version: int = Field(description="0: the built-in default, before any version was saved.")
     rules: list[Rule]
     note: str | None
+    simulation_id: uuid.UUID | None = Field(description="Applied after this simulation.")
     created_by: str | None
     created_at: datetime | None
 
@@ -48,18 +50,22 @@ class RulesetPut(RulesetIn):
     """Body of PUT /v1/admin/rules: the whole new version (ordered; first match wins; the last is the default)."""
 
     note: str | None = Field(None, max_length=500, description="Why this change (kept with the version).")
+    simulation_id: uuid.UUID | None = Field(
+        None, description="The simulation of exactly these rules the change was decided on (kept with the version)."
+    )
 
 
 def _public(row: RulesetVersion | None) -> RulesetPublic:
     if row is None:
         return RulesetPublic(
-            version=0, rules=RulesetIn.model_validate({"rules": DEFAULT_RULES}).rules, note=None, created_by=None,
-            created_at=None,
+            version=0, rules=RulesetIn.model_validate({"rules": DEFAULT_RULES}).rules, note=None, simulation_id=None,
+            created_by=None, created_at=None,
         )  # fmt: skip
     return RulesetPublic(
         version=row.version,
         rules=RulesetIn.model_validate({"rules": row.rules}).rules,
         note=row.note,
+        simulation_id=row.simulation_id,
         created_by=row.created_by,
         created_at=row.created_at,
     )
@@ -121,9 +127,23 @@ async def check_references(session: AsyncSession, ruleset: RulesetIn) -> None:
         raise InvalidPayload(f"The rules assign to unknown {', '.join(missing)}.", missing=missing)
 
 
+async def _check_simulated(session: AsyncSession, data: RulesetPut) -> None:
+    """A version that says it was applied after a simulation must be the rules that simulation tried."""
+    simulation = await session.get(Simulation, data.simulation_id)
+    if simulation is None:
+        raise NotFound(f"There is no simulation {data.simulation_id}.")
+    if simulation.state != SimulationState.done.value:
+        raise InvalidState(f"Simulation {data.simulation_id} is {simulation.state}, not done.")
+    tried = simulation.draft[0].get("rules")
+    if tried != [r.model_dump(mode="json") for r in data.rules]:
+        raise InvalidState(f"These rules are not the draft simulation {data.simulation_id} tried.")
+
+
 async def replace(session: AsyncSession, *, data: RulesetPut, actor: str) -> RulesetPublic:
     """Save a whole new version of the rules (validated, audited with before and after)."""
     await check_references(session, data)
+    if data.simulation_id is not None:
+        await _check_simulated(session, data)
     latest = await _latest(session)
     before = _public(latest)
     # Concurrent saves race for the same version number: the primary key lets exactly one of them win.
@@ -131,6 +151,7 @@ async def replace(session: AsyncSession, *, data: RulesetPut, actor: str) -> Rul
         version=before.version + 1,
         rules=[r.model_dump(mode="json", exclude_none=False) for r in data.rules],
         note=data.note,
+        simulation_id=data.simulation_id,
         created_by=actor,
         created_at=utcnow(),
     )
@@ -139,6 +160,7 @@ async def replace(session: AsyncSession, *, data: RulesetPut, actor: str) -> Rul
     await audit.record(
         session, actor=actor, action="rules.replaced", target_type="ruleset", target_id=str(row.version),
         before={"version": before.version, "rules": [r.model_dump(mode="json") for r in before.rules]},
-        after={"version": row.version, "rules": row.rules, "note": data.note},
+        after={"version": row.version, "rules": row.rules, "note": data.note,
+               "simulation_id": str(data.simulation_id) if data.simulation_id else None},
     )  # fmt: skip
     return _public(row)

@@ -110,6 +110,21 @@ class Settings(BaseSettings):
     escalation_member: str | None = Field(
         None, description="Member who receives escalations of items whose team has no lead (default: unassigned)."
     )
+    rate_limit_per_key_per_minute: int = Field(
+        600, ge=0, description="Requests per minute one API key may make (bursts up to this many; 0: no limit)."
+    )
+    rate_limit_per_source_per_minute: int = Field(
+        6000, ge=0, description="Webhook deliveries per minute one source slug may send, signed or not (0: no limit)."
+    )
+    simulation_max_comments: int = Field(
+        100_000, ge=1, description="Most comments a rule simulation replays (the newest of its window)."
+    )
+    simulation_sync_max_comments: int = Field(
+        2000, ge=0, description="Simulations of at most this many comments answer at once; larger ones run as a job."
+    )
+    simulation_lease_seconds: float = Field(
+        900, gt=0, description="A simulation running longer than this is presumed lost and run again."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

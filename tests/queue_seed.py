@@ -67,3 +67,60 @@ async def seed_items(
         await session.execute(sa.insert(table(Comment)), comments)
         await session.execute(sa.insert(table(QueueItem)), items)
     return ids
+
+
+def classification(
+    *, topic: str = "other", sentiment: str = "neutral", needs_answer: float = 0.8, offensive: float = 0.1
+) -> dict[str, object]:
+    """A classification document as processing stores it (labels decided at 0.5)."""
+
+    def binary(positive: str, negative: str, p: float) -> dict[str, object]:
+        return {"label": positive if p >= 0.5 else negative, "scores": {positive: p, negative: round(1 - p, 4)}}
+
+    return {
+        "sentiment": {"label": sentiment, "scores": {sentiment: 0.8}},
+        "offensive": binary("offensive", "not-offensive", offensive),
+        "hate": binary("hate", "not-hate", 0.05),
+        "emotion": None,
+        "needs_answer": binary("needs_answer", "no_answer", needs_answer),
+        "topic": {"label": topic, "score": 0.6, "scores": {topic: 0.6}, "nearest": []},
+        "language": {"code": "en", "confidence": 0.99, "supported": True},
+        "pii": [],
+        "model_version": "seeded",
+    }
+
+
+async def seed_processed(
+    session: AsyncSession,
+    *,
+    source: str,
+    docs: list[dict[str, object]],
+    channel: str | None = None,
+    now: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Comments as processing leaves them (analysis stored), placed in the queue by the real dispatcher."""
+    from service.dispatch import dispatch_comments
+    from service.models import CommentAnalysis
+
+    now = now or utcnow()
+    source_id = (await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == source))).scalar_one()
+    assert source_id is not None
+    thread_ext = f"seed-{uuid.uuid4().hex[:8]}"
+    thread = Thread(source_id=source_id, external_id=thread_ext, channel=channel, kind="forum", created_at=now,
+                    updated_at=now)  # fmt: skip
+    session.add(thread)
+    await session.flush()
+    ids = []
+    for i, doc in enumerate(docs):
+        comment = Comment(
+            source_id=source_id, thread_id=thread.id, external_id=f"{thread_ext}-{i}", body=f"Seeded comment {i}",
+            author_external_id=f"employee-{i}", received_at=now + timedelta(milliseconds=i), updated_at=now,
+        )  # fmt: skip
+        session.add(comment)
+        await session.flush()
+        session.add(CommentAnalysis(comment_id=comment.id, comment_version=1, model_version="seeded",
+                                    embedding=b"", classification=doc, processed_at=now))  # fmt: skip
+        ids.append(comment.id)
+    await session.flush()
+    await dispatch_comments(session, ids, now=now)
+    return ids

@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from service import processing, sla
+from service import processing, simulation, sla
+from service.jobs import SIMULATION_JOB_FUNCTION
 from service.jobs import reconcile as reconcile_sweep
 from service.models.base import utcnow
 
@@ -35,7 +36,15 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             chunk = [str(j) for j in job_ids[start : start + 32]]
             await ctx["redis"].enqueue_job("process_comment_jobs", chunk)
 
-    return await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue)
+    handed_out = await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue)
+    for simulation_id in await simulation.pending(ctx["session_factory"], settings=ctx["settings"]):
+        await ctx["redis"].enqueue_job(SIMULATION_JOB_FUNCTION, str(simulation_id))
+    return handed_out
+
+
+async def run_simulation(ctx: dict[str, Any], simulation_id: str) -> None:
+    """Replay a window of comments through a draft ruleset (idempotent: a finished simulation is left alone)."""
+    await simulation.run(ctx["session_factory"], uuid.UUID(simulation_id), settings=ctx["settings"])
 
 
 async def sla_sweep(ctx: dict[str, Any]) -> dict[str, int]:

@@ -7,12 +7,13 @@ from typing import Any, ClassVar
 from arq import cron
 from arq.connections import RedisSettings
 
-from service.jobs import PROCESS_JOB_FUNCTION
+from service.jobs import PROCESS_JOB_FUNCTION, SIMULATION_JOB_FUNCTION
 from service.jobs import redis_settings as make_redis_settings
 from service.settings import Settings
 from workers import context, jobs
 
 assert jobs.process_comment_jobs.__name__ == PROCESS_JOB_FUNCTION
+assert jobs.run_simulation.__name__ == SIMULATION_JOB_FUNCTION
 
 
 def worker_settings(settings: Settings) -> type:
@@ -32,7 +33,7 @@ def worker_settings(settings: Settings) -> type:
         await jobs.reconcile(ctx)  # pick up whatever was left while no worker ran
 
     class WorkerSettings:
-        functions: ClassVar[list[Any]] = [jobs.process_comment_jobs]
+        functions: ClassVar[list[Any]] = [jobs.process_comment_jobs, jobs.run_simulation]
         cron_jobs: ClassVar[list[Any]] = [
             cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False),
             cron(jobs.sla_sweep, second=sla_seconds, unique=True, run_at_startup=False),

@@ -102,7 +102,8 @@ class QueueItem(SQLModel, table=True):
     """The work of answering one comment: who owns it, how urgent, by when, and where it is."""
 
     __tablename__ = "queue_item"
-    __table_args__ = (sa.Index("ix_queue_item_order", "state", "priority_rank", "sort_due", "id"),)
+    # The queue's sort order first, so a page reads the index in order and stops at LIMIT (state last: a filter).
+    __table_args__ = (sa.Index("ix_queue_item_order", "priority_rank", "sort_due", "id", "state"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     comment_id: uuid.UUID = Field(

@@ -483,3 +483,39 @@ async def test_in_a_flat_thread_a_team_members_comment_answers_the_earlier_waiti
     await drain(client)
     original = await item_of(client, "c-1")
     assert (original["state"], original["answered_by"]) == ("resolved", "hr2")
+
+
+async def test_items_without_an_sla_are_never_overdue(client: httpx.AsyncClient) -> None:
+    await create_source(client)
+    await create_member(client, "r1")
+    r1 = await responder_headers(client, "r1")
+    await _seed(client, 3, member="r1", sla=None)
+    assert len((await client.get("/v1/queue", params={"overdue": False}, headers=r1)).json()["items"]) == 3
+    assert (await client.get("/v1/queue", params={"overdue": True}, headers=r1)).json()["items"] == []
+
+
+async def test_excerpts_never_show_part_of_personal_data(client: httpx.AsyncClient) -> None:
+    secret = await newsroom(client)
+    body = "x" * 180 + " write to jane.doe@example.com or call +44 20 7946 0958 please"
+    await post_event(client, secret, comment_payload("c-1", body=body))
+    await drain(client)
+    excerpt = (await client.get("/v1/queue", headers=ADMIN)).json()["items"][0]["excerpt"]
+    assert "jane" not in excerpt
+    assert "7946" not in excerpt
+
+
+async def test_a_reopened_item_gets_a_fresh_deadline(client: httpx.AsyncClient) -> None:
+    secret = await newsroom(client)
+    await post_event(client, secret, comment_payload("c-1"))
+    await drain(client)
+    first_due = (await item_of(client, "c-1"))["due_at"]
+    await post_event(client, secret, by(comment_payload("c-2", body="From 5am.", parent_id="c-1"), "u-7"))
+    await drain(client)
+    await asyncio.sleep(0.01)
+    follow_up = comment_payload("c-3", body="But what about Saturdays, will it open early then?", parent_id="c-2")
+    await post_event(client, secret, follow_up)
+    await drain(client)
+    reopened = await item_of(client, "c-1")
+    assert reopened["state"] == "open"
+    assert reopened["due_at"] > first_due
+    assert reopened["escalated_at"] is None

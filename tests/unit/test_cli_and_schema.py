@@ -34,7 +34,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> 
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "worker", "migrate", "openapi", "create-key", "train", "evaluate", "evaluate-topics"]
+    "command",
+    ["serve", "worker", "migrate", "openapi", "create-key", "train", "evaluate", "evaluate-topics", "verify-audit"],
 )
 def test_every_command_has_help(command: str) -> None:
     result = run_cli(command, "--help")

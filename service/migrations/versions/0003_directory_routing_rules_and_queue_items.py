@@ -146,7 +146,7 @@ def upgrade() -> None:
     with op.batch_alter_table("queue_item", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_queue_item_due_at"), ["due_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_queue_item_member_id"), ["member_id"], unique=False)
-        batch_op.create_index("ix_queue_item_order", ["state", "priority_rank", "sort_due", "id"], unique=False)
+        batch_op.create_index("ix_queue_item_order", ["priority_rank", "sort_due", "id", "state"], unique=False)
         batch_op.create_index(batch_op.f("ix_queue_item_source_id"), ["source_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_queue_item_team_id"), ["team_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_queue_item_thread_id"), ["thread_id"], unique=False)

@@ -1,0 +1,49 @@
+"""Admin API: API keys (issue, list, revoke, rotate); a raw key is shown once, when it is issued."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from routers.problems import problem_responses
+from service import api_keys
+from service.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
+from service.deps import AdminDep, SessionDep
+
+router = APIRouter(prefix="/v1/admin/api-keys", tags=["admin: api keys"], responses=problem_responses(401, 403))
+
+
+@router.get("", operation_id="list_api_keys")
+async def list_api_keys(session: SessionDep, _admin: AdminDep) -> list[ApiKeyPublic]:
+    """Every key, newest first: prefix, name, role, member and dates, never the key or its hash."""
+    return await api_keys.list_all(session)
+
+
+@router.post("", status_code=201, operation_id="create_api_key", responses=problem_responses(422))
+async def create_api_key(data: ApiKeyCreate, session: SessionDep, admin: AdminDep) -> ApiKeyWithSecret:
+    """Issue a key; the raw key is in this response and never shown again."""
+    return await api_keys.create(session, data=data, actor=admin.actor)
+
+
+@router.get("/{key_id}", operation_id="get_api_key", responses=problem_responses(404, 422))
+async def get_api_key(key_id: int, session: SessionDep, _admin: AdminDep) -> ApiKeyPublic:
+    """One key."""
+    return await api_keys.read(session, key_id=key_id)
+
+
+@router.post("/{key_id}/revoke", operation_id="revoke_api_key", responses=problem_responses(404, 409, 422))
+async def revoke_api_key(key_id: int, session: SessionDep, admin: AdminDep) -> ApiKeyPublic:
+    """Revoke a key at once; 409 if it is already revoked or is the key making this request."""
+    return await api_keys.revoke(session, key_id=key_id, caller=admin)
+
+
+@router.post("/{key_id}/rotate", operation_id="rotate_api_key", responses=problem_responses(404, 409, 422))
+async def rotate_api_key(
+    key_id: int,
+    session: SessionDep,
+    admin: AdminDep,
+    data: Annotated[ApiKeyRotate | None, Body()] = None,
+) -> ApiKeyWithSecret:
+    """Issue a successor (same name, role, member, expiry); the old key works `grace_seconds` longer (default 0)."""
+    return await api_keys.rotate(session, key_id=key_id, data=data or ApiKeyRotate(), actor=admin.actor)

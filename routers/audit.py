@@ -1,0 +1,26 @@
+"""Admin API: the audit trail (search, and verify its hash chain)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from routers.problems import problem_responses
+from service import audit_log
+from service.audit_log import AuditFilter, AuditPage, VerificationPublic
+from service.deps import AdminDep, SessionDep
+
+router = APIRouter(prefix="/v1/admin/audit", tags=["admin: audit"], responses=problem_responses(401, 403))
+
+
+@router.get("", operation_id="list_audit_events", responses=problem_responses(400, 422))
+async def list_audit_events(query: Annotated[AuditFilter, Query()], session: SessionDep, _admin: AdminDep) -> AuditPage:
+    """Audit records newest first, filtered by actor, action prefix, target and time; cursor pagination."""
+    return await audit_log.search(session, query=query)
+
+
+@router.get("/verify", operation_id="verify_audit_chain")
+async def verify_audit_chain(session: SessionDep, _admin: AdminDep) -> VerificationPublic:
+    """Recompute every record's hash: `ok`, or the id of the first record that was edited, removed or inserted."""
+    return await audit_log.verify(session)

@@ -1,0 +1,31 @@
+"""Admin API: stored rule simulations and classifier feedback from responders."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from routers.problems import problem_responses
+from service import simulation, tuning
+from service.deps import AdminDep, SessionDep, SettingsDep
+from service.models.base import utcnow
+from service.simulation import SimulationPublic
+from service.tuning import FeedbackOut
+
+router = APIRouter(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
+
+
+@router.get("/simulations/{simulation_id}", operation_id="get_simulation", responses=problem_responses(404))
+async def get_simulation(simulation_id: uuid.UUID, session: SessionDep, _admin: AdminDep) -> SimulationPublic:
+    """A simulation: pending, running, done (with its result) or failed."""
+    return await simulation.read(session, simulation_id=simulation_id)
+
+
+@router.get("/classifier/feedback", operation_id="classifier_feedback")
+async def classifier_feedback(
+    session: SessionDep, settings: SettingsDep, _admin: AdminDep, days: Annotated[int, Query(ge=1, le=365)] = 90
+) -> FeedbackOut:
+    """Per flag and topic, week by week: how often responders agreed with, corrected or overrode the classifier."""
+    return await tuning.feedback(session, settings=settings, now=utcnow(), days=days)
