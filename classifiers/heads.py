@@ -6,7 +6,9 @@ calibrated probabilities. All heads share one encoder pass: the service embeds a
 :meth:`Heads.predict` on the embeddings. Inference is plain numpy; ``torch`` is needed only to train.
 
 The artefact is one ``heads.npz`` (arrays per head: ``<name>/w0``, ``<name>/b0``, ... float32 layers,
-``<name>/temperature``, ``<name>/labels``, optionally ``<name>/decision_weights``; plus ``meta``, a JSON string
+``<name>/temperature``, ``<name>/labels``, optionally ``<name>/decision_weights`` and a lexical variant
+(``<name>/lexical_w``, ``lexical_b``, ``lexical_temperature``: a linear layer on the embedding followed by
+:data:`classifiers.lexical.FEATURES`, used when :meth:`Heads.predict` gets the texts); plus ``meta``, a JSON string
 with the format, the encoder version the heads were trained on, the training date and the head order) next to
 ``card.md`` / ``card.json``, the model card written by ``python -m classifiers.training.train``. The committed
 artefact ships as package data in ``classifiers/artefacts/heads``.
@@ -33,6 +35,7 @@ __all__ = [
     "HeadWeights",
     "Heads",
     "HeadsError",
+    "LexicalVariant",
     "default_heads_dir",
     "write_heads",
 ]
@@ -63,6 +66,19 @@ class HeadResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LexicalVariant:
+    """A head's variant that also reads surface features of the text (:func:`classifiers.lexical.lexical_features`):
+    one linear layer ``w`` of shape ``(len(labels), dim + len(features))`` on the embedding followed by the
+    features, then ``temperature``. Used when the caller passes the texts; the plain head otherwise."""
+
+    features: tuple[str, ...]
+    w: NDArray[np.float32]
+    b: NDArray[np.float32]
+    temperature: float
+    decision_weights: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HeadWeights:
     """The parameters of one head: ``layers`` are ``(w, b)`` with ``w`` of shape ``(out, in)``; ReLU between
     layers; the logits of the last layer are divided by ``temperature`` before the softmax."""
@@ -75,6 +91,7 @@ class HeadWeights:
     # The label is argmax(probabilities * decision_weights); None: plain argmax. Training sets 1 / (class
     # frequency) where that decision scores better on the task's macro metric ("prior-corrected" argmax).
     decision_weights: tuple[float, ...] | None = None
+    lexical: LexicalVariant | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -99,28 +116,55 @@ class HeadWeights:
         weights = self.decision_weights
         if weights is not None and (len(weights) != len(self.labels) or not all(0 < v < np.inf for v in weights)):
             raise HeadsError(f"head {self.name}: decision weights must be {len(self.labels)} positive numbers")
+        if self.lexical is not None:
+            lex = self.lexical
+            from classifiers.lexical import FEATURES
+
+            if lex.features != FEATURES:
+                raise HeadsError(f"head {self.name}: lexical features {lex.features} are not this version's {FEATURES}")
+            if lex.w.shape != (len(self.labels), self.dim + len(lex.features)) or lex.b.shape != (len(self.labels),):
+                raise HeadsError(f"head {self.name}: lexical variant has shapes {lex.w.shape}, {lex.b.shape}")
+            if lex.w.dtype != np.float32 or lex.b.dtype != np.float32 or not np.isfinite(lex.w).all():
+                raise HeadsError(f"head {self.name}: lexical variant must hold finite float32 values")
+            if not (np.isfinite(lex.temperature) and lex.temperature > 0):
+                raise HeadsError(f"head {self.name}: lexical temperature must be positive")
+            lw = lex.decision_weights
+            if lw is not None and (len(lw) != len(self.labels) or not all(0 < v < np.inf for v in lw)):
+                raise HeadsError(f"head {self.name}: lexical decision weights must be {len(self.labels)} positives")
 
     @property
     def dim(self) -> int:
         return int(self.layers[0][0].shape[1])
 
-    def probabilities(self, x: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Calibrated probabilities, shape ``(len(x), len(labels))``; ``x`` is float32 of shape ``(n, dim)``."""
-        h = x
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w.T + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, np.float32(0))
-        logits = h.astype(np.float64) / self.temperature
+    def probabilities(self, x: NDArray[np.float32], features: NDArray[np.float32] | None = None) -> NDArray[np.float64]:
+        """Calibrated probabilities, shape ``(len(x), len(labels))``; ``x`` is float32 of shape ``(n, dim)``.
+
+        With ``features`` (the texts' :func:`~classifiers.lexical.lexical_features`) a head that has a lexical
+        variant uses it; other heads ignore them.
+        """
+        if features is not None and self.lexical is not None:
+            joined = np.concatenate([x, features.astype(np.float32)], axis=1)
+            logits = (joined @ self.lexical.w.T + self.lexical.b).astype(np.float64) / self.lexical.temperature
+        else:
+            h = x
+            for i, (w, b) in enumerate(self.layers):
+                h = h @ w.T + b
+                if i < len(self.layers) - 1:
+                    h = np.maximum(h, np.float32(0))
+            logits = h.astype(np.float64) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         return p
 
-    def decide(self, probabilities: NDArray[np.float64]) -> NDArray[np.int64]:
-        """The chosen label index per row of ``probabilities``: the argmax, weighted by ``decision_weights``."""
-        if self.decision_weights is not None:
-            probabilities = probabilities * np.asarray(self.decision_weights, dtype=np.float64)
+    def decide(self, probabilities: NDArray[np.float64], *, lexical: bool = False) -> NDArray[np.int64]:
+        """The chosen label index per row of ``probabilities``: the argmax, weighted by ``decision_weights``
+        (those of the lexical variant when ``lexical`` and the head has one)."""
+        weights = self.decision_weights
+        if lexical and self.lexical is not None:
+            weights = self.lexical.decision_weights
+        if weights is not None:
+            probabilities = probabilities * np.asarray(weights, dtype=np.float64)
         return np.asarray(probabilities.argmax(axis=1), dtype=np.int64)
 
 
@@ -149,6 +193,7 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
                 "layers": len(h.layers),
                 "positive": h.positive,
                 "decision": h.decision_weights is not None,
+                **({"lexical": list(h.lexical.features)} if h.lexical is not None else {}),
             }
             for h in heads
         ],
@@ -162,6 +207,12 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
         arrays[f"{h.name}/labels"] = np.asarray(h.labels, dtype=np.str_)
         if h.decision_weights is not None:
             arrays[f"{h.name}/decision_weights"] = np.asarray(h.decision_weights, dtype=np.float64)
+        if h.lexical is not None:
+            arrays[f"{h.name}/lexical_w"] = np.ascontiguousarray(h.lexical.w, dtype=np.float32)
+            arrays[f"{h.name}/lexical_b"] = np.ascontiguousarray(h.lexical.b, dtype=np.float32)
+            arrays[f"{h.name}/lexical_temperature"] = np.asarray(h.lexical.temperature, dtype=np.float64)
+            if h.lexical.decision_weights is not None:
+                arrays[f"{h.name}/lexical_decision_weights"] = np.asarray(h.lexical.decision_weights, dtype=np.float64)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
@@ -258,6 +309,16 @@ class Heads:
         )
         positive = spec.get("positive")
         weights = arrays[f"{name}/decision_weights"] if spec.get("decision") else None
+        lexical = None
+        if spec.get("lexical"):
+            lexical_weights = arrays.get(f"{name}/lexical_decision_weights")
+            lexical = LexicalVariant(
+                features=tuple(str(f) for f in spec["lexical"]),
+                w=arrays[f"{name}/lexical_w"].astype(np.float32),
+                b=arrays[f"{name}/lexical_b"].astype(np.float32),
+                temperature=float(arrays[f"{name}/lexical_temperature"]),
+                decision_weights=None if lexical_weights is None else tuple(float(v) for v in lexical_weights),
+            )
         return HeadWeights(
             name=name,
             labels=tuple(str(label) for label in arrays[f"{name}/labels"]),
@@ -265,6 +326,7 @@ class Heads:
             temperature=float(arrays[f"{name}/temperature"]),
             positive=None if positive is None else str(positive),
             decision_weights=None if weights is None else tuple(float(v) for v in weights),
+            lexical=lexical,
         )
 
     def check_encoder(self, version: str) -> None:
@@ -283,12 +345,34 @@ class Heads:
             raise HeadsError(f"embeddings must have shape (n, {self.dim}), got {x.shape}")
         return x.astype(np.float32, copy=False)
 
+    @property
+    def lexical(self) -> tuple[str, ...]:
+        """The heads that have a lexical variant (used when the texts are passed in)."""
+        return tuple(name for name, head in self._heads.items() if head.lexical is not None)
+
+    def _features(self, texts: Sequence[str] | None, n: int) -> NDArray[np.float32] | None:
+        if texts is None or not self.lexical:
+            return None
+        if isinstance(texts, str) or len(texts) != n:
+            raise HeadsError(f"texts must be a sequence of {n} texts, one per row of the embeddings")
+        from classifiers.lexical import lexical_features
+
+        return lexical_features(texts)
+
     def probabilities(
-        self, embeddings: NDArray[np.float32], *, encoder_version: str | None = None
+        self,
+        embeddings: NDArray[np.float32],
+        *,
+        encoder_version: str | None = None,
+        texts: Sequence[str] | None = None,
     ) -> dict[str, NDArray[np.float64]]:
-        """Per head, the calibrated probabilities: shape ``(n, len(labels[name]))``, columns in label order."""
+        """Per head, the calibrated probabilities: shape ``(n, len(labels[name]))``, columns in label order.
+
+        ``texts`` (the texts the embeddings are of, in order) lets heads with a lexical variant use it.
+        """
         x = self._check(embeddings, encoder_version)
-        return {name: head.probabilities(x) for name, head in self._heads.items()}
+        features = self._features(texts, x.shape[0])
+        return {name: head.probabilities(x, features) for name, head in self._heads.items()}
 
     def predict(
         self,
@@ -296,25 +380,27 @@ class Heads:
         *,
         encoder_version: str | None = None,
         thresholds: Mapping[str, float] | None = None,
+        texts: Sequence[str] | None = None,
     ) -> list[dict[str, HeadResult]]:
         """One ``{head name: HeadResult}`` per row of ``embeddings`` (shape ``(n, dim)``).
 
         The label is the most probable one (for a head with decision weights: the argmax of the probabilities
         times those weights, see :meth:`HeadWeights.decide`), except for a binary head named in ``thresholds``:
         its positive label (:attr:`positive`) is chosen when its probability is at least the threshold.
-        ``encoder_version``, if given, is checked as in :meth:`check_encoder`.
+        ``encoder_version``, if given, is checked as in :meth:`check_encoder`. With ``texts`` (one per row),
+        heads that have a lexical variant (:attr:`lexical`) use it.
         """
         for name, threshold in (thresholds or {}).items():
             if self.positive.get(name) is None:
                 raise HeadsError(f"threshold for {name!r}, which is not a binary head of {self.version}")
             if not 0.0 <= threshold <= 1.0:
                 raise HeadsError(f"threshold for {name!r} must be in [0, 1], got {threshold}")
-        probabilities = self.probabilities(embeddings, encoder_version=encoder_version)
+        probabilities = self.probabilities(embeddings, encoder_version=encoder_version, texts=texts)
         n = int(np.asarray(embeddings).shape[0])
         results: list[dict[str, HeadResult]] = [{} for _ in range(n)]
         for name, p in probabilities.items():
             labels = self.labels[name]
-            choice = self._heads[name].decide(p)
+            choice = self._heads[name].decide(p, lexical=texts is not None)
             cut = None if thresholds is None else thresholds.get(name)
             if cut is not None:
                 positive = labels.index(str(self.positive[name]))

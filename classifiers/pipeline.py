@@ -76,10 +76,15 @@ class Pipeline:
 
     def analyse(self, texts: Sequence[str]) -> list[Analysis]:
         items = _check_texts(texts)
-        embeddings = self.encoder.encode(items)
+        if self.heads is not None:
+            # One pass: the plain sentence embedding (topics, storage) and the one the heads read (adapted top
+            # layers when the encoder has an adapter; the same vectors otherwise).
+            embeddings, head_embeddings = self.encoder.encode_both(items)
+        else:
+            embeddings = head_embeddings = self.encoder.encode(items)
         embeddings.setflags(write=False)  # rows are shared views: keep the frozen Analysis immutable
         languages = self.language.detect(items) if self.language is not None else [None] * len(items)
-        heads = self.heads.predict(embeddings) if self.heads is not None else [None] * len(items)
+        heads = self.heads.predict(head_embeddings, texts=items) if self.heads is not None else [None] * len(items)
         return [
             Analysis(
                 embedding=embeddings[i],

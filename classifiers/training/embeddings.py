@@ -45,7 +45,8 @@ def _slug(text: str) -> str:
 
 
 def embed(encoder: Encoder, examples: Examples, cache_dir: Path | None) -> NDArray[np.float32]:
-    """The embeddings of ``examples.texts`` (rows in order); ``cache_dir=None`` disables the cache."""
+    """The heads' embeddings (:meth:`Encoder.encode_heads`) of ``examples.texts`` (rows in order), cached under the
+    encoder's ``model_version``; ``cache_dir=None`` disables the cache."""
     path: Path | None = None
     if cache_dir is not None:
         path = cache_dir / f"{_slug(encoder.model_version)}-L{encoder.max_length}" / f"{examples.cache_key}.npy"
@@ -54,18 +55,23 @@ def embed(encoder: Encoder, examples: Examples, cache_dir: Path | None) -> NDArr
             if cached.shape == (len(examples), encoder.dim) and cached.dtype == np.float32:
                 return np.asarray(cached, dtype=np.float32)
             log.warning("ignoring %s: shape %s, expected %s", path, cached.shape, (len(examples), encoder.dim))
-    vectors = encode_logged(encoder, examples.texts, examples.cache_key)
+    vectors = encode_logged(encoder, examples.texts, examples.cache_key, heads=True)
     if path is not None:
         save_atomic(path, vectors)
     return vectors
 
 
-def encode_logged(encoder: Encoder, texts: Sequence[str], what: str) -> NDArray[np.float32]:
-    """Encode in chunks, logging progress for long inputs (embedding a dataset takes minutes here)."""
+def encode_logged(encoder: Encoder, texts: Sequence[str], what: str, *, heads: bool = False) -> NDArray[np.float32]:
+    """Encode in chunks, logging progress for long inputs (embedding a dataset takes minutes here).
+
+    ``heads``: the embeddings the heads read (:meth:`Encoder.encode_heads`, version ``model_version``) rather than
+    the plain sentence embeddings (:meth:`Encoder.encode`, version ``base_version``).
+    """
     started = time.monotonic()
     parts: list[NDArray[np.float32]] = []
+    encode = encoder.encode_heads if heads else encoder.encode
     for begin in range(0, len(texts), _CHUNK):
-        parts.append(encoder.encode(texts[begin : begin + _CHUNK]))
+        parts.append(encode(texts[begin : begin + _CHUNK]))
         if len(texts) > _CHUNK:
             log.info("%s: embedded %d / %d", what, begin + len(parts[-1]), len(texts))
     vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), dtype=np.float32)

@@ -344,7 +344,7 @@ def default_cache_dir() -> Path:
 
 
 def _cache_path(cache_dir: Path, encoder: Encoder, part: _Part, rows_key: str) -> Path:
-    version = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{encoder.model_version}-L{encoder.max_length}")
+    version = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{encoder.base_version}-L{encoder.max_length}")
     return cache_dir / f"{part.folder}.{part.split}.{part.digest[:16]}.{version}.{rows_key}.npy"
 
 

@@ -106,7 +106,10 @@ def test_concurrent_threads_get_their_own_embeddings(encoder: Encoder) -> None:
 
 
 def test_model_version_names_the_model_and_the_package_version(encoder: Encoder) -> None:
-    assert encoder.model_version == "all-MiniLM-L6-v2@gt-0.1.0"
+    assert encoder.base_version == "all-MiniLM-L6-v2@gt-0.1.0"
+    # The heads' embeddings name the adapter when one is loaded (the committed one, by default).
+    adapter = "" if encoder.adapter is None else f"+{encoder.adapter.version}"
+    assert encoder.model_version == f"all-MiniLM-L6-v2@gt-0.1.0{adapter}"
     assert encoder.model_dir == default_model_dir()
     assert (default_model_dir() / "model.safetensors").is_file()
 
