@@ -26,6 +26,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from classifiers.heads import write_npz
+
 __all__ = [
     "ADAPTER_NAME",
     "TARGETS",
@@ -117,19 +119,7 @@ def write_adapter(
     for (layer, target), (a, b) in sorted(factors.items()):
         arrays[f"{_key(layer, target)}/A"] = np.ascontiguousarray(a, dtype=dtype)
         arrays[f"{_key(layer, target)}/B"] = np.ascontiguousarray(b, dtype=dtype)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, member.getvalue())
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ADAPTER_NAME
-    path.write_bytes(buffer.getvalue())
-    return path
+    return write_npz(folder / ADAPTER_NAME, arrays)
 
 
 def load_adapter(folder: Path | None = None) -> Adapter:

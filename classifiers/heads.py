@@ -38,6 +38,7 @@ __all__ = [
     "LexicalVariant",
     "default_heads_dir",
     "write_heads",
+    "write_npz",
 ]
 
 ARTEFACT_NAME: Final = "heads.npz"
@@ -213,6 +214,12 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
             arrays[f"{h.name}/lexical_temperature"] = np.asarray(h.lexical.temperature, dtype=np.float64)
             if h.lexical.decision_weights is not None:
                 arrays[f"{h.name}/lexical_decision_weights"] = np.asarray(h.lexical.decision_weights, dtype=np.float64)
+    return write_npz(folder / ARTEFACT_NAME, arrays)
+
+
+def write_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> Path:
+    """An .npz that is byte-for-byte the same for the same arrays (fixed member dates and modes; no pickle), so
+    a retrained artefact only shows in git when its numbers changed."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
@@ -222,8 +229,7 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, member.getvalue())
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ARTEFACT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())
     return path
 
