@@ -302,12 +302,7 @@ class Encoder:
     def _embed(self, ids: list[list[int]]) -> torch.Tensor:
         import torch
 
-        width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, row in enumerate(ids):
-            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[r, : len(row)] = 1
+        input_ids, attention_mask = self._pad(ids)
         hidden: torch.Tensor = self._model(
             input_ids=input_ids,
             attention_mask=attention_mask,
