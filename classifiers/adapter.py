@@ -15,9 +15,7 @@ sentence embedding (topics) and the adapted one (heads).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from classifiers.heads import write_npz
+from classifiers.heads import read_npz, write_npz
 
 __all__ = [
     "ADAPTER_NAME",
@@ -129,10 +127,8 @@ def load_adapter(folder: Path | None = None) -> Adapter:
         raise FileNotFoundError(f"{path} does not exist: train it with `python -m classifiers.training.finetune`")
     data = path.read_bytes()
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        arrays, meta = read_npz(data)
+    except ValueError as exc:
         raise AdapterError(f"{path} is not an adapter artefact: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise AdapterError(f"{path}: unsupported format")

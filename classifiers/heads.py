@@ -37,6 +37,7 @@ __all__ = [
     "HeadsError",
     "LexicalVariant",
     "default_heads_dir",
+    "read_npz",
     "write_heads",
     "write_npz",
 ]
@@ -217,6 +218,18 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
     return write_npz(folder / ARTEFACT_NAME, arrays)
 
 
+def read_npz(data: bytes) -> tuple[dict[str, NDArray[Any]], Any]:
+    """The arrays of an artefact written by :func:`write_npz` and its decoded ``meta`` JSON (ValueError if it is
+    not one)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(str(exc)) from exc
+    return arrays, meta
+
+
 def write_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> Path:
     """An .npz that is byte-for-byte the same for the same arrays (fixed member dates and modes; no pickle), so
     a retrained artefact only shows in git when its numbers changed."""
@@ -283,10 +296,8 @@ class Heads:
             )
         data = path.read_bytes()
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            arrays, meta = read_npz(data)
+        except ValueError as exc:
             raise HeadsError(f"{path} is not a heads artefact: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise HeadsError(f"{path}: unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
