@@ -96,7 +96,7 @@ def evaluate(
     Heads that were trained but not shipped (in ``card.json`` only) get a row with the score the card records.
     ``limit`` scores a seeded subsample of at most that many val rows per task (quick checks only).
     """
-    encoder = encoder if encoder is not None else Encoder()
+    encoder = encoder if encoder is not None else Encoder(backend="torch")
     heads = Heads.load(heads_dir, encoder_version=encoder.model_version)
     card_file = heads_dir / "card.json"
     card: dict[str, Any] = json.loads(card_file.read_text(encoding="utf-8")) if card_file.is_file() else {}

@@ -449,11 +449,11 @@ def export(
         value = tensor.numpy().astype(np.float32)
         factors[(int(layer), target)] = (value, b) if which == "A" else (a, value)
     date = _today()
-    base = Encoder(adapter=False)
+    base = Encoder(adapter=False, backend="torch")
     write_adapter(out, factors, base_version=base.base_version, rank=int(config["rank"]),
                   alpha=float(config["alpha"]), date=date)  # fmt: skip
     del base
-    encoder = Encoder(adapter=out)
+    encoder = Encoder(adapter=out, backend="torch")
     log.info("adapter %s written to %s", encoder.model_version, out)
     seed = int(config["seed"])
     heads_state = state["heads"]
@@ -598,7 +598,7 @@ def _frozen_lexical_comparison(data_dir: Path, *, seed: int, limit: int | None) 
     task = next(t for t in TASKS if t.name == LEXICAL_HEAD)
     _, calibration = split_for_training(task, data_dir, seed=seed, limit=limit)
     val = load_task(task, data_dir, seed=seed, limit=limit, extra=False).val
-    plain = Encoder(adapter=False)
+    plain = Encoder(adapter=False, backend="torch")
     x_cal = np.concatenate([plain.encode(calibration.texts), lexical_features(calibration.texts)], axis=1)
     x_val = np.concatenate([plain.encode(val.texts), lexical_features(val.texts)], axis=1)
     with fit.deterministic():
@@ -765,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = ["python", "-m", "classifiers.training.finetune", *(argv if argv is not None else sys.argv[1:])]
     card["export_command"] = shlex.join(words)
     if args.topic_draws > 0:
-        encoder = Encoder(adapter=out)
+        encoder = Encoder(adapter=out, backend="torch")
         card["topics_banking77_8shot"] = topic_accuracy(
             data_dir, encoder, draws=args.topic_draws, seed=config.seed, limit=config.limit
         )

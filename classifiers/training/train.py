@@ -330,7 +330,7 @@ def train(
     of ``heads.npz`` unless ``ship_all``. ``limit`` caps every split of every task at that many rows (quick
     runs). Embeddings are cached in ``cache_dir`` (default
     :func:`~classifiers.training.embeddings.default_cache_dir`) unless ``use_cache`` is false; ``encoder``
-    defaults to ``Encoder()``.
+    defaults to the torch Encoder (heads are trained on the reference embeddings, whatever the service runs).
     """
     started = time.monotonic()
     names = [t.name for t in TASKS] if heads is None else list(heads)
@@ -343,7 +343,7 @@ def train(
     if not any(t.ship or ship_all for t in tasks):
         raise ValueError(f"none of {names} is shipped: add a shipped head or pass ship_all")
     cache = (cache_dir if cache_dir is not None else default_cache_dir()) if use_cache else None
-    encoder = encoder if encoder is not None else Encoder()
+    encoder = encoder if encoder is not None else Encoder(backend="torch")
     log.info("encoder %s; data %s; seed %d; limit %s", encoder.model_version, data_dir, seed, limit)
 
     trained: dict[str, _Trained] = {}

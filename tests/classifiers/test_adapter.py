@@ -90,10 +90,10 @@ def test_broken_or_foreign_adapters_are_refused(tmp_path: Path) -> None:
 def test_adapted_encoder_keeps_the_plain_embedding_and_changes_the_heads_one(
     random_adapter: Path, encoder: Encoder
 ) -> None:
-    adapted = Encoder(adapter=random_adapter)
+    adapted = Encoder(adapter=random_adapter, backend="torch")
     assert adapted.model_version == f"{encoder.base_version}+{load_adapter(random_adapter).version}"
     assert adapted.base_version == encoder.base_version
-    plain = Encoder(adapter=False)
+    plain = Encoder(adapter=False, backend="torch")
     np.testing.assert_allclose(adapted.encode(TEXTS), plain.encode(TEXTS), atol=1e-6)
     both_plain, both_heads = adapted.encode_both(TEXTS)
     np.testing.assert_allclose(both_plain, plain.encode(TEXTS), atol=1e-5)
@@ -112,8 +112,10 @@ def test_a_zero_adapter_gives_the_plain_embedding_through_the_shared_trunk(tmp_p
         alpha=4.0,
         date="2026-01-01",
     )
-    adapted = Encoder(adapter=tmp_path)
-    np.testing.assert_allclose(adapted.encode_heads(TEXTS), Encoder(adapter=False).encode(TEXTS), atol=1e-5)
+    adapted = Encoder(adapter=tmp_path, backend="torch")
+    np.testing.assert_allclose(
+        adapted.encode_heads(TEXTS), Encoder(adapter=False, backend="torch").encode(TEXTS), atol=1e-5
+    )
 
 
 def test_merged_weights_reproduce_the_lora_modules_of_training(tmp_path: Path, encoder: Encoder) -> None:
@@ -132,7 +134,7 @@ def test_merged_weights_reproduce_the_lora_modules_of_training(tmp_path: Path, e
     write_adapter(
         tmp_path, factors, base_version=encoder.base_version, rank=4, alpha=8.0, date="2026-01-01", dtype=np.float32
     )
-    np.testing.assert_allclose(Encoder(adapter=tmp_path).encode_heads(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(Encoder(adapter=tmp_path, backend="torch").encode_heads(TEXTS), expected, atol=1e-5)
 
 
 def test_lexical_features_see_questions_and_requests() -> None:
@@ -157,7 +159,7 @@ def test_finetune_runs_end_to_end_on_a_tiny_subset(tmp_path: Path, encoder: Enco
     assert summary["steps"] == 4
     assert (tmp_path / "work" / "checkpoint.pt").is_file()
     card = export(data_dir, tmp_path / "work", tmp_path / "adapter", tmp_path / "heads", limit=30, compare_frozen=False)
-    adapted = Encoder(adapter=tmp_path / "adapter")
+    adapted = Encoder(adapter=tmp_path / "adapter", backend="torch")
     topics = topic_accuracy(data_dir, adapted, draws=1, seed=0, limit=300)
     assert 0.0 < topics["base"] <= 1.0
     assert 0.0 < topics["adapted"] <= 1.0
