@@ -9,7 +9,10 @@ COPY routers ./routers
 COPY classifiers ./classifiers
 COPY workers ./workers
 RUN pip install --no-cache-dir .
-RUN useradd --system --uid 10001 switchboard
+# The encoder's ONNX graphs, exported from the torch model at build time (the service would do it on first start).
+ENV SWITCHBOARD_ONNX_CACHE_DIR=/opt/switchboard/onnx
+RUN python -m classifiers.onnx_export --backend onnx --cache-dir "$SWITCHBOARD_ONNX_CACHE_DIR"
+RUN useradd --system --uid 10001 switchboard && chown -R switchboard "$SWITCHBOARD_ONNX_CACHE_DIR"
 USER switchboard
 EXPOSE 8000
 CMD ["switchboard", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -45,8 +45,14 @@ def load_analyser(settings: Settings) -> Analyser:
     from classifiers.pipeline import BatchingAnalyser
 
     encoder = Encoder(
-        settings.model_dir, max_length=settings.encoder_max_length, batch_size=settings.encoder_batch_size
+        settings.model_dir,
+        max_length=settings.encoder_max_length,
+        batch_size=settings.encoder_batch_size,
+        backend=settings.encoder_backend,
+        onnx_cache_dir=settings.onnx_cache_dir,
+        threads=settings.encoder_threads,
     )
+    log.info("encoder %s on %s", encoder.model_version, encoder.backend)
     return BatchingAnalyser(build_pipeline(settings, encoder), max_batch=settings.encoder_batch_size)
 
 

