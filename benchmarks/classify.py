@@ -1,11 +1,16 @@
 """Classification speed: the full pipeline (every head, language, PII, topics) against the bare encoder.
 
-    .venv/bin/python -m benchmarks.classify [--texts 512] [--repeats 3] [--single 100]
+    .venv/bin/python -m benchmarks.classify [--texts 512] [--repeats 3] [--single 100] \
+        [--backends torch onnx onnx-int8] [--threads N]
 
 Prints comments/s for batches and p50/p99 latency for one comment, each variant measured in the same run on
 the same texts, and the process's peak memory. With the committed LoRA adapter loaded, a row shows the encoder
 pass the pipeline runs (the plain embedding for topics and the adapted one for the heads, sharing the lower
 layers). Tweet-length texts, as the issue's targets are stated for them.
+
+Every variant is measured with each encoder backend (``--backends``, default all of them), the backends one after
+the other per variant so that a load change on the shared machine hits them alike; the ``x torch`` columns are the
+ratios to the torch row of the same variant (comments/s: higher is better; p50: torch's p50 over this one's).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from classifiers.encoder import Encoder
+from classifiers.encoder import BACKENDS, Encoder
+from classifiers.pipeline import Pipeline
 from classifiers.topics import TopicModel, TopicSpec
 from service.app import build_pipeline
 from service.settings import Settings
@@ -67,48 +73,65 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--single", type=int, default=100)
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the cores)")
     args = parser.parse_args()
 
+    import onnxruntime
     import torch
 
     texts = comments(args.texts)
-    started = time.perf_counter()
-    encoder = Encoder()
-    pipeline = build_pipeline(Settings(), encoder)
     taxonomy = [TopicSpec(s, None, tuple(f"Question about the {s} {i}" for i in range(8))) for s in SUBJECTS]
-    topics = TopicModel.fit(taxonomy, encoder.encode)
-    pipeline.analyse(texts[:64])  # warm up (and build the language detector)
-    loaded = time.perf_counter() - started
+    rows: dict[str, list[tuple[str, Callable[[Sequence[str]], object]]]] = {}
+    versions: list[str] = []
+    for backend in args.backends:
+        started = time.perf_counter()
+        encoder = Encoder(backend=backend, threads=args.threads)
+        pipeline = build_pipeline(Settings(), encoder)
+        topics = TopicModel.fit(taxonomy, encoder.encode)
+        pipeline.analyse(texts[:64])  # warm up (and build the language detector)
+        loaded = time.perf_counter() - started
+        versions.append(f"{backend}: {pipeline.model_version} (load + warm-up {loaded:.1f} s)")
 
-    def full(batch: Sequence[str]) -> object:
-        analyses = pipeline.analyse(batch)
-        return topics.classify(np.stack([a.embedding for a in analyses]))
+        def full(batch: Sequence[str], pipeline: Pipeline = pipeline, topics: TopicModel = topics) -> object:
+            analyses = pipeline.analyse(batch)
+            return topics.classify(np.stack([a.embedding for a in analyses]))
 
-    variants: list[tuple[str, Callable[[Sequence[str]], object]]] = [
-        ("bare encoder", encoder.encode),
-        *(
-            [("encoder, plain + adapted top layers", encoder.encode_both)]  # what the pipeline runs with heads
-            if encoder.adapter is not None
-            else []
-        ),
-        ("pipeline: heads + language + PII", pipeline.analyse),
-        ("pipeline + topics (8 topics x 8)", full),
-    ]
+        variants: list[tuple[str, Callable[[Sequence[str]], object]]] = [
+            ("bare encoder", encoder.encode),
+            *(
+                [("encoder, plain + adapted top layers", encoder.encode_both)]  # what the pipeline runs with heads
+                if encoder.adapter is not None
+                else []
+            ),
+            ("pipeline: heads + language + PII", pipeline.analyse),
+            ("pipeline + topics (8 topics x 8)", full),
+        ]
+        for name, fn in variants:
+            rows.setdefault(name, []).append((backend, fn))
     print(f"Switchboard classification benchmark; {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), Python {platform.python_version()}")  # fmt: skip
-    print(
-        f"heads: {pipeline.heads.version if pipeline.heads else 'none loaded'}; model version {pipeline.model_version}"
-    )
-    print(f"load + warm-up {loaded:.1f} s; {len(texts)} texts, batches of {encoder.batch_size}, {args.repeats} runs\n")
-    header = f"{'variant':<36} {'comments/s best':>15} {'median':>8} {'single p50 ms':>14} {'single p99 ms':>14}"
+          f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__} "
+          f"({args.threads or 'default'} threads), Python {platform.python_version()}")  # fmt: skip
+    print("\n".join(versions))
+    print(f"{len(texts)} texts, batches of {encoder.batch_size}, {args.repeats} runs; single: {args.single} texts\n")
+    header = (f"{'variant':<36} {'backend':<10} {'comments/s best':>15} {'median':>8} {'x torch':>7} "
+              f"{'single p50 ms':>13} {'p99 ms':>7} {'x torch':>7}")  # fmt: skip
     print(header)
     print("-" * len(header))
-    for name, fn in variants:
-        best, median = rate(fn, texts, args.repeats)
-        p50, p99 = latency(fn, texts[: args.single])
-        print(f"{name:<36} {best:>15.1f} {median:>8.1f} {p50:>14.1f} {p99:>14.1f}")
+    for name, measured in rows.items():
+        reference: tuple[float, float] | None = None
+        for backend, fn in measured:
+            fn(texts[:32])  # the other backend's threads may still hold the cores: start warm
+            best, median = rate(fn, texts, args.repeats)
+            p50, p99 = latency(fn, texts[: args.single])
+            if backend == "torch":
+                reference = (median, p50)
+            ratios = (f"{median / reference[0]:>7.2f}", f"{reference[1] / p50:>7.2f}") if reference else ("", "")
+            print(f"{name:<36} {backend:<10} {best:>15.1f} {median:>8.1f} {ratios[0]:>7} "
+                  f"{p50:>13.1f} {p99:>7.1f} {ratios[1]:>7}", flush=True)  # fmt: skip
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak resident memory of this process: {peak_mib:.0f} MiB")
+    print(f"\npeak resident memory of this process (every backend loaded): {peak_mib:.0f} MiB")
+    print(f"load average after the runs: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Encoder speed and agreement: torch fp32 ``Encoder.encode_both`` against onnxruntime fp32 and dynamic int8.
+"""Encoder speed and agreement: ``Encoder.encode_both`` on the torch backend against ``onnx`` and ``onnx-int8``.
 
-    .venv/bin/python -m classifiers.onnx_export            # writes var/onnx/encoder.{fp32,int8}.onnx
     .venv/bin/python -m benchmarks.onnx_speed [--texts 256] [--repeats 5] [--single 100] [--threads 2] \
         [--blocked] [--pipeline]
     .venv/bin/python -m benchmarks.onnx_speed --accuracy [--limit N]   # adds the heads' val scores
+
+The ONNX graphs come from the encoder's cache (``var/onnx``; exported on first use, or ahead of time with
+``python -m classifiers.onnx_export``). For the speed of the whole pipeline with every backend, see
+``benchmarks/classify.py``.
 
 Same comment-like texts as ``benchmarks/classify.py`` (its ``comments()``), batches of 32 sorted by length as the
 Encoder does, every variant in the same run with the same thread count (torch.set_num_threads and the ORT
@@ -11,7 +14,8 @@ intra-op threads). Max abs difference: of the plain and the adapted embeddings a
 
 ``--accuracy``: the val score of every head (as ``classifiers.training.evaluate`` computes it: the committed heads
 on the adapted embeddings, ``Heads.probabilities`` + ``decide``; and the pipeline's way, with ``texts=`` so that
-heads with a lexical variant use it) with the torch embeddings and with each ORT variant's.
+heads with a lexical variant use it) with the torch embeddings and with the int8 ones (``--accuracy-all``: with the
+fp32 ONNX ones too).
 """
 
 from __future__ import annotations
@@ -22,13 +26,11 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.classify import comments, rate
 from classifiers.encoder import Encoder
-from classifiers.onnx_export import OrtEncoder, default_onnx_dir
 
 
 def _cached_torch(encoder: Encoder) -> Callable[[Sequence[str]], np.ndarray]:
@@ -95,50 +97,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--single", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--onnx-dir", type=Path, default=None, help="default: var/onnx")
-    parser.add_argument("--extra", nargs="*", default=[], help="more .onnx file names in --onnx-dir to compare")
     parser.add_argument("--accuracy", action="store_true", help="also score the heads on val with each variant")
     parser.add_argument("--limit", type=int, default=None, help="seeded subsample of at most N val rows per task")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--blocked", action="store_true", help="time each variant in one block, not interleaved")
     parser.add_argument("--pipeline", action="store_true", help="also time the pipeline with torch and with ORT int8")
-    parser.add_argument("--accuracy-all", action="store_true", help="score every ORT file, not only the int8 ones")
+    parser.add_argument("--accuracy-all", action="store_true", help="score the fp32 ONNX backend too, not only int8")
     args = parser.parse_args()
 
     import onnxruntime
     import torch
 
     torch.set_num_threads(args.threads)
-    folder = args.onnx_dir if args.onnx_dir is not None else default_onnx_dir()
-    encoder = Encoder()
-    files = ["encoder.fp32.onnx", "encoder.int8.onnx", *args.extra]
-    ort = {name: OrtEncoder(folder / name, encoder, threads=args.threads) for name in files}
+    encoder = Encoder(backend="torch")
+    ort = {name: Encoder(backend=name, threads=args.threads) for name in ("onnx", "onnx-int8")}
     variants: list[tuple[str, Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]]] = [
         ("torch fp32 encode_both", encoder.encode_both),
         *((f"ORT {name}", e.encode_both) for name, e in ort.items()),
     ]
     if args.pipeline:
-        # The pipeline of benchmarks/classify.py ("heads + language + PII"), once over the torch Encoder and once
-        # over a stand-in whose encode_both is the ORT int8 graph (nothing else of the pipeline changes).
+        # The pipeline of benchmarks/classify.py ("heads + language + PII") over the torch and the int8 Encoder.
         from classifiers.heads import Heads
         from classifiers.language import LanguageDetector
         from classifiers.pipeline import Pipeline
-
-        class _OrtStandIn:
-            def __init__(self, ort_encoder: OrtEncoder) -> None:
-                self.model_version = encoder.model_version
-                self.encode_both = ort_encoder.encode_both
-                self.encode = encoder.encode
 
         heads = Heads.load()
         language = LanguageDetector()
         variants += [
             ("pipeline, torch", Pipeline(encoder, heads=heads, language=language).analyse),
-            *(
-                (f"pipeline, ORT {name}", Pipeline(_OrtStandIn(e), heads=heads, language=language).analyse)  # type: ignore[arg-type]
-                for name, e in ort.items()
-                if "int8" in name
-            ),
+            ("pipeline, ORT onnx-int8", Pipeline(ort["onnx-int8"], heads=heads, language=language).analyse),
         ]
     texts = comments(args.texts)
     for _, fn in variants:

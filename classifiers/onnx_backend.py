@@ -172,6 +172,10 @@ def _session(path: Path, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting of the intra-op threads between runs: in the pipeline the heads, language and PII detection
+    # run on this thread right after each forward pass, and spinning threads took the other core from them (and
+    # from the event loop): the pipeline went 2x faster without, on 2 shared cores (ONNX.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

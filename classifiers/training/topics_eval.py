@@ -1,6 +1,8 @@
 """Evaluation of the product's few-shot topic model (:class:`classifiers.topics.TopicModel`) on public intent data.
 
-``python -m classifiers.training.topics_eval [--data-dir D] [--draws 5] [--seed 0] [--limit N]`` prints a table:
+``python -m classifiers.training.topics_eval [--data-dir D] [--draws 5] [--seed 0] [--limit N] [--backend B]
+[--tasks banking77 ...]`` prints a table (``--backend``: the encoder backend, default torch; ``--tasks``: some of the
+three tasks only):
 
 - **banking77** (77 intents, ``train.jsonl`` only): a seeded, stratified 20% is the evaluation set; 8 and 32
   examples per class are drawn from the rest as the topics' examples (topic name = label, no description);
@@ -44,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from classifiers.encoder import Encoder
+from classifiers.encoder import BACKENDS, Encoder
 from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, OTHER, TopicModel, TopicSpec
 from classifiers.training.data import default_data_dir, read_jsonl
 from classifiers.training.embeddings import encode_logged, save_atomic
@@ -687,11 +689,12 @@ def evaluate_topics(
     seed: int,
     limit: int | None,
     cache_dir: Path | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> list[TopicEvalRow]:
     """Evaluate the product's :class:`TopicModel` on banking77, it-tickets and clinc150 (see the module docs).
 
     ``limit`` caps the rows read from each data file (a seeded subsample); ``cache_dir`` defaults to
-    :func:`default_cache_dir`.
+    :func:`default_cache_dir`; ``tasks`` (default: all) names the tasks to run.
     """
     if draws < 1:
         raise ValueError("draws must be at least 1")
@@ -701,7 +704,13 @@ def evaluate_topics(
         raise FileNotFoundError(f"data folder {data_dir} does not exist (set SWITCHBOARD_DATA_DIR or pass --data-dir)")
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     rows: list[TopicEvalRow] = []
-    for evaluate in (_banking, _tickets, _clinc):
+    runners = {BANKING: _banking, TICKETS: _tickets, CLINC: _clinc}
+    unknown = sorted(set(tasks or ()) - set(runners))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose among {list(runners)}")
+    for task, evaluate in runners.items():
+        if tasks is not None and task not in tasks:
+            continue
         rows.extend(evaluate(data_dir, encoder, cache, draws=draws, seed=seed, limit=limit))
     return rows
 
@@ -715,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every data file at this many rows (tests)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: var/cache/...)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the encoder backend (default: torch)")
+    parser.add_argument("--tasks", nargs="+", choices=[BANKING, TICKETS, CLINC], default=None, help="default: all")
     args = parser.parse_args(argv)
     data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
     if not data_dir.is_dir():
@@ -722,9 +733,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     started = time.monotonic()
-    encoder = Encoder()
+    encoder = Encoder(backend=args.backend)
     rows = evaluate_topics(
-        data_dir, encoder, draws=args.draws, seed=args.seed, limit=args.limit, cache_dir=args.cache_dir
+        data_dir,
+        encoder,
+        draws=args.draws,
+        seed=args.seed,
+        limit=args.limit,
+        cache_dir=args.cache_dir,
+        tasks=args.tasks,
     )
     sys.stdout.write(format_table(rows) + "\n")
     sys.stdout.write(f"\n({encoder.model_version}; data {data_dir}; {time.monotonic() - started:.0f} s)\n")
