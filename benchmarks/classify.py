@@ -8,9 +8,10 @@ the same texts, and the process's peak memory. With the committed LoRA adapter l
 pass the pipeline runs (the plain embedding for topics and the adapted one for the heads, sharing the lower
 layers). Tweet-length texts, as the issue's targets are stated for them.
 
-Every variant is measured with each encoder backend (``--backends``, default all of them), the backends one after
-the other per variant so that a load change on the shared machine hits them alike; the ``x torch`` columns are the
-ratios to the torch row of the same variant (comments/s: higher is better; p50: torch's p50 over this one's).
+Every variant is measured with each encoder backend (``--backends``, default all of them), round-robin over the
+backends (run after run, single text after single text) so that a load change on the shared machine hits them
+alike; the ``x torch`` columns are the ratios to the torch row of the same variant (comments/s medians; p50:
+torch's p50 over this one's).
 """
 
 from __future__ import annotations
@@ -119,11 +120,21 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, measured in rows.items():
+        # Round-robin over the backends, run after run and text after text, so that a load change on the shared
+        # machine hits every backend of the variant alike.
+        rates: dict[str, list[float]] = {backend: [] for backend, _ in measured}
+        samples: dict[str, list[float]] = {backend: [] for backend, _ in measured}
+        for _ in range(args.repeats):
+            for backend, fn in measured:
+                fn(texts[:32])  # the previous backend's threads may still hold the cores: start warm
+                rates[backend].append(rate(fn, texts, 1)[0])
+        for text in texts[: args.single]:
+            for backend, fn in measured:
+                samples[backend].append(latency(fn, [text])[0])
         reference: tuple[float, float] | None = None
-        for backend, fn in measured:
-            fn(texts[:32])  # the other backend's threads may still hold the cores: start warm
-            best, median = rate(fn, texts, args.repeats)
-            p50, p99 = latency(fn, texts[: args.single])
+        for backend, _ in measured:
+            best, median = max(rates[backend]), statistics.median(rates[backend])
+            p50, p99 = (float(q) for q in np.percentile(samples[backend], [50, 99]))
             if backend == "torch":
                 reference = (median, p50)
             ratios = (f"{median / reference[0]:>7.2f}", f"{reference[1] / p50:>7.2f}") if reference else ("", "")
