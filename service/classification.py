@@ -88,8 +88,8 @@ class Classifier:
                 texts, owners = TopicModel.examples_of(specs)
                 analyses = await self.analyser.analyse(texts) if texts else []
                 vectors = np.stack([a.embedding for a in analyses]) if analyses else np.zeros((0, 1), dtype=np.float32)
-                self._model = TopicModel(
-                    specs, texts, owners, vectors, other_threshold=self.other_threshold, k=DEFAULT_K
+                self._model = await asyncio.to_thread(  # fitting the regression takes up to a second or so
+                    TopicModel, specs, texts, owners, vectors, other_threshold=self.other_threshold, k=DEFAULT_K
                 )
                 self._fingerprint = current
             return self._model
@@ -193,7 +193,8 @@ class NeighbourPublic(BaseModel):
 
 
 class TopicPublic(BaseModel):
-    """The topic, its similarity, every topic's similarity, and the nearest examples."""
+    """The topic, its score and every topic's score (the similarity of its nearest examples, lowered when the topic
+    classifier is unsure), and the nearest examples."""
 
     label: str
     score: float

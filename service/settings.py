@@ -100,7 +100,11 @@ class Settings(BaseSettings):
         None, description="Labelled datasets for `switchboard train` / `evaluate`; default: ../shared/data."
     )
     topic_other_threshold: float = Field(
-        0.31, ge=-1, le=1, description="A comment less similar than this to every topic's examples is 'other'."
+        0.13,
+        ge=-1,
+        le=1,
+        description="A comment whose best topic scores below this is 'other' (a topic's score: the similarity of its "
+        "nearest examples, lowered when the topic classifier is unsure; -1: never 'other').",
     )
     reclassify_days: float = Field(
         7, ge=0, description="After a taxonomy change or topic correction, comments this recent are classified again."

@@ -164,7 +164,7 @@ class _Context:
         found = _head(self.doc, head)
         if found is None:
             value = None
-        elif label is None:  # the topic's similarity
+        elif label is None:  # the topic's score
             value = _as_number(found.get("score"))
         else:
             scores = found.get("scores")

@@ -130,13 +130,14 @@ class FlagMatch(_Model):
 
 
 class ScoreMatch(_Model):
-    """Compare a classifier probability (or the topic's similarity) with a number."""
+    """Compare a classifier probability (or the topic's score) with a number."""
 
     field: Literal["score"] = Field(description="A classifier score.")
     score: str = Field(
         pattern=SCORE_PATH_PATTERN,
         description="<head>.<label> (heads: sentiment, offensive, hate, emotion, needs_answer; e.g. "
-        "sentiment.negative, offensive.offensive) or topic (the similarity of the chosen topic).",
+        "sentiment.negative, offensive.offensive) or topic (the score of the chosen topic: the similarity of its "
+        "nearest examples, lowered when the topic classifier is unsure).",
     )
     op: Literal[">", ">=", "<", "<=", "=="] = Field(description="Comparison: score <op> value.")
     value: float = Field(allow_inf_nan=False, description="The number to compare with.")
