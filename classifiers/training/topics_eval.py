@@ -16,10 +16,15 @@ three tasks only):
   Because tuning on val and scoring on val is optimistic, the table also gives the figure from tuning on one half
   of val (seeded, stratified) and scoring on the other half, averaged over both directions.
 
-Every setting is run with k (the product's number of nearest examples averaged per topic) in {1, 3, 5}; a
-comparison section shows which k is best. On clinc150 the k are compared by OOS recall at one in-scope target
-that every k can reach (94%, or the lowest of their no-"other" accuracies minus a point), tuned on one half of
-val and scored on the other, so that a k is not credited with OOS recall bought by a lower in-scope accuracy.
+Every setting is run with two decision rules (:data:`RULES`): **k-NN**, the nearest-examples rule the product
+used before (``classifier_weight=0``: a topic's score is the mean similarity of its k nearest examples, "other"
+below 0.31), and **k-NN + LR**, the product's rule (that similarity plus ``classifier_weight`` times the topic's
+log-probability under a logistic regression fitted on the examples; see :mod:`classifiers.topics`), each with k
+(the number of nearest examples averaged per topic) in {1, 3, 5}. A rule comparison section puts the two rules
+side by side at the product's k, and a k comparison section shows which k is best for each rule. On clinc150 both
+compare OOS recall at one in-scope target that every compared model can reach (94%, or the lowest of their
+no-"other" accuracies minus a point), tuned on one half of val and scored on the other, so that nothing is
+credited with OOS recall bought by a lower in-scope accuracy.
 
 The threshold of a fitted model only decides "other" (the best topic is the same for any threshold), so one
 classification at ``other_threshold=-1`` gives the product's answer at every threshold: a text is "other" exactly
@@ -47,17 +52,29 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifiers.encoder import BACKENDS, Encoder
-from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, OTHER, TopicModel, TopicSpec
+from classifiers.topics import (
+    DEFAULT_CLASSIFIER_WEIGHT,
+    DEFAULT_K,
+    DEFAULT_OTHER_THRESHOLD,
+    OTHER,
+    TopicModel,
+    TopicSpec,
+)
 from classifiers.training.data import default_data_dir, read_jsonl
 from classifiers.training.embeddings import encode_logged, save_atomic
 
 __all__ = [
+    "BLEND",
     "HELD_OUT",
+    "KNN",
     "K_VALUES",
     "NO_OTHER",
     "PRODUCT_DEFAULT",
+    "RULES",
+    "RULE_TARGET",
     "SAME_TARGET",
     "TUNED",
+    "Rule",
     "TopicEvalRow",
     "Tuning",
     "default_cache_dir",
@@ -80,11 +97,27 @@ TICKETS_EVAL_CAP = 2000
 
 # Modes: how the "other" threshold of a row was set.
 NO_OTHER = "no other (-1)"
-PRODUCT_DEFAULT = f"default {DEFAULT_OTHER_THRESHOLD:.2f}"
+PRODUCT_DEFAULT = "the rule's default"
 TUNED = "tuned on val"
 HELD_OUT = "tuned on ½ val, scored on ½"
 SAME_TARGET = "k comparison: ½ / ½, same in-scope target for every k"
-CLINC_MODES = (NO_OTHER, PRODUCT_DEFAULT, TUNED, HELD_OUT, SAME_TARGET)
+RULE_TARGET = "rule comparison: ½ / ½, same in-scope target for both rules"
+CLINC_MODES = (NO_OTHER, PRODUCT_DEFAULT, TUNED, HELD_OUT, SAME_TARGET, RULE_TARGET)
+COMPARISONS = (SAME_TARGET, RULE_TARGET)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A decision rule of :class:`TopicModel`: its ``classifier_weight`` and its default "other" threshold."""
+
+    name: str
+    classifier_weight: float
+    default_threshold: float
+
+
+KNN = Rule("k-NN", 0.0, 0.31)  # the product's rule and default until classifiers/training/TOPICS.md
+BLEND = Rule("k-NN + LR", DEFAULT_CLASSIFIER_WEIGHT, DEFAULT_OTHER_THRESHOLD)  # the product's rule
+RULES = (KNN, BLEND)
 
 BANKING, TICKETS, CLINC = "banking77", "it-tickets", "clinc150"
 TASKS = (BANKING, TICKETS, CLINC)
@@ -102,9 +135,10 @@ class TopicEvalRow:
     """
 
     task: str
+    rule: str  # the name of one of RULES
     examples: str  # examples per topic: "8/class", "32/class", "full train", "all (100/class)"
     k: int
-    mode: str  # NO_OTHER, PRODUCT_DEFAULT, TUNED or HELD_OUT
+    mode: str  # one of CLINC_MODES (NO_OTHER only, for banking77 and it-tickets)
     accuracy: float
     accuracy_std: float
     draws: int
@@ -120,8 +154,8 @@ class TopicEvalRow:
     note: str = ""
 
     @property
-    def config(self) -> tuple[str, str, str]:
-        return (self.task, self.examples, self.mode)
+    def config(self) -> tuple[str, str, str, str]:
+        return (self.rule, self.task, self.examples, self.mode)
 
 
 def _pct(mean: float | None, std: float | None, draws: int) -> str:
@@ -150,7 +184,7 @@ def _render(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 def _headline(row: TopicEvalRow) -> tuple[float, float]:
     """What k is chosen by: accuracy, or for clinc150 OOS recall at the in-scope target shared by every k."""
-    if row.mode == SAME_TARGET and row.oos_recall is not None:
+    if row.mode in COMPARISONS and row.oos_recall is not None:
         return (row.oos_recall, row.accuracy)
     return (row.accuracy, 0.0)
 
@@ -159,16 +193,38 @@ def _compared(row: TopicEvalRow) -> bool:
     return row.mode == SAME_TARGET or (row.mode == NO_OTHER and row.oos_recall is None)
 
 
+def _result(row: TopicEvalRow) -> str:
+    if row.oos_recall is not None and row.mode in COMPARISONS:
+        return f"{100 * row.oos_recall:.1f} @ {100 * row.accuracy:.1f}"
+    return f"{100 * row.accuracy:.1f}"
+
+
+def _in_order(rows: Sequence[TopicEvalRow]) -> list[TopicEvalRow]:
+    """Rows grouped by setting, then mode, then rule (in the order of RULES)."""
+    settings: list[tuple[str, str]] = []
+    for r in rows:
+        if (r.task, r.examples) not in settings:
+            settings.append((r.task, r.examples))
+    rules = [rule.name for rule in RULES]
+
+    def key(r: TopicEvalRow) -> tuple[int, int, int]:
+        rule = rules.index(r.rule) if r.rule in rules else len(rules)
+        return (settings.index((r.task, r.examples)), CLINC_MODES.index(r.mode), rule)
+
+    return sorted(rows, key=key)
+
+
 def format_table(rows: Sequence[TopicEvalRow]) -> str:
-    """The rows at the product's k as a table, then the k comparison, notes and the recommended defaults."""
+    """The rows at the product's k as a table, then the rule and k comparisons, notes and the recommended defaults."""
     out: list[str] = []
     main_k = DEFAULT_K if any(r.k == DEFAULT_K for r in rows) else min((r.k for r in rows), default=DEFAULT_K)
-    header = ["task", "examples", "k", "other threshold", "mode", "eval n", "draws", "accuracy %", "OOS recall %"]
-    header += ["reference", "target"]
+    header = ["task", "examples", "rule", "k", "other threshold", "mode", "eval n", "draws", "accuracy %"]
+    header += ["OOS recall %", "reference", "target"]
     body = [
         [
             r.task,
             r.examples,
+            r.rule,
             str(r.k),
             _threshold(r),
             r.mode + (" †" if r.note else ""),
@@ -179,11 +235,12 @@ def format_table(rows: Sequence[TopicEvalRow]) -> str:
             r.reference or "-",
             r.target or "-",
         ]
-        for r in rows
-        if r.k == main_k and r.mode != SAME_TARGET
+        for r in _in_order(rows)
+        if r.k == main_k and r.mode not in COMPARISONS
     ]
     out.append(
-        f"Product TopicModel (k={main_k}); for clinc150, accuracy is in-scope accuracy ('other' counts as wrong)"
+        f"TopicModel (k={main_k}) with each rule ({BLEND.name} is the product's); for clinc150, accuracy is in-scope "
+        "accuracy ('other' counts as wrong)"
     )
     out.extend(_render(header, body))
     if any(r.note for r in rows if r.k == main_k):
@@ -191,52 +248,87 @@ def format_table(rows: Sequence[TopicEvalRow]) -> str:
             f"† in-scope accuracy >= {100 * IN_SCOPE_TARGET:.0f}% is out of reach even with no 'other' (see the "
             "'no other' row): the threshold keeps in-scope accuracy at that maximum minus 1 point instead"
         )
-        out.extend(f"  {r.task} {r.examples} k={r.k} {r.mode}: {r.note}" for r in rows if r.note and r.k == main_k)
-
-    ks = sorted({r.k for r in rows})
-    if len(ks) > 1:
-        out.append("")
-        out.append(
-            "k comparison: accuracy %; clinc150: OOS recall % @ in-scope accuracy %, every k tuned for the same "
-            "in-scope target on one half of val and scored on the other; * = best"
+        out.extend(
+            f"  {r.task} {r.examples} {r.rule} k={r.k} {r.mode}: {r.note}"
+            for r in _in_order(rows)
+            if r.note and r.k == main_k and r.mode not in COMPARISONS
         )
-        configs: list[tuple[str, str, str]] = []
-        for r in rows:
-            if _compared(r) and r.config not in configs:
-                configs.append(r.config)
-        by_key = {(r.config, r.k): r for r in rows}
-        body = []
-        for config in configs:
-            present = [by_key[(config, k)] for k in ks if (config, k) in by_key]
-            best = max(present, key=_headline).k
-            cells = []
-            for k in ks:
-                row = by_key.get((config, k))
-                if row is None:
-                    cells.append("-")
-                    continue
-                cell = (
-                    f"{100 * row.oos_recall:.1f} @ {100 * row.accuracy:.1f}"
-                    if row.oos_recall is not None
-                    else f"{100 * row.accuracy:.1f}"
-                )
-                cells.append(cell + (" *" if k == best else ""))
-            label = f"{config[0]} {config[1]}"
-            if config[2] == SAME_TARGET:
-                label += f" ({present[0].target}%)"
-            body.append([label, *cells, str(best)])
-        out.extend(_render(["setting", *(f"k={k}" for k in ks), "best k"], body))
-
+    out.extend(_rule_comparison(rows, main_k))
+    out.extend(_k_comparison(rows))
     out.append("")
     out.extend(_recommendation(rows))
     return "\n".join(out)
 
 
+def _rule_comparison(rows: Sequence[TopicEvalRow], k: int) -> list[str]:
+    """Each setting's headline figure for every rule at one k, and the change from the first rule to the last."""
+    names = [rule.name for rule in RULES]
+    by_key = {(r.rule, r.task, r.examples, r.mode): r for r in rows if r.k == k}
+    lines: list[list[str]] = []
+    for r in _in_order(rows):
+        if r.k != k or r.rule != names[0] or r.mode not in (NO_OTHER, RULE_TARGET):
+            continue
+        found = [by_key.get((name, r.task, r.examples, r.mode)) for name in names]
+        if any(f is None for f in found):
+            continue
+        present = [f for f in found if f is not None]
+        label = f"{r.task} {r.examples}"
+        if r.mode == RULE_TARGET:
+            label += f" OOS recall ({r.target}%)"
+        elif r.oos_recall is not None:
+            label += " in-scope, no 'other'"
+        cells = [_result(f) if f.mode == RULE_TARGET else _pct(f.accuracy, f.accuracy_std, f.draws) for f in present]
+        first, last = present[0], present[-1]
+        change = last.accuracy - first.accuracy
+        if r.mode == RULE_TARGET:
+            change = (last.oos_recall or 0.0) - (first.oos_recall or 0.0)
+        lines.append([label, *cells, f"{100 * change:+.1f}"])
+    if not lines:
+        return []
+    return [
+        "",
+        f"Rule comparison at k={k}: accuracy %; clinc150: in-scope accuracy % with no 'other', and OOS recall % @ "
+        "in-scope accuracy % at one in-scope target both rules reach (tuned on one half of val, scored on the "
+        f"other); change = {names[-1]} minus {names[0]}, in points",
+        *_render(["setting", *names, "change"], lines),
+    ]
+
+
+def _k_comparison(rows: Sequence[TopicEvalRow]) -> list[str]:
+    ks = sorted({r.k for r in rows})
+    if len(ks) < 2:
+        return []
+    configs: list[tuple[str, str, str, str]] = []
+    for r in _in_order(rows):
+        if _compared(r) and r.config not in configs:
+            configs.append(r.config)
+    by_key = {(r.config, r.k): r for r in rows}
+    body = []
+    for config in configs:
+        present = [by_key[(config, k)] for k in ks if (config, k) in by_key]
+        best = max(present, key=_headline).k
+        cells = []
+        for k in ks:
+            row = by_key.get((config, k))
+            cells.append("-" if row is None else _result(row) + (" *" if k == best else ""))
+        label = f"{config[0]}: {config[1]} {config[2]}"
+        if config[3] == SAME_TARGET:
+            label += f" ({present[0].target}%)"
+        body.append([label, *cells, str(best)])
+    return [
+        "",
+        "k comparison: accuracy %; clinc150: OOS recall % @ in-scope accuracy %, every k of a rule tuned for the "
+        "same in-scope target on one half of val and scored on the other; * = best",
+        *_render(["setting", *(f"k={k}" for k in ks), "best k"], body),
+    ]
+
+
 def _recommendation(rows: Sequence[TopicEvalRow]) -> list[str]:
-    few = [r for r in rows if r.task == CLINC and r.examples == "8/class"]
+    few = [r for r in rows if r.task == CLINC and r.examples == "8/class" and r.rule == BLEND.name]
     lines = [
-        f"Recommended defaults for a taxonomy with ~8 examples per topic (product now: k={DEFAULT_K}, "
-        f"other_threshold={DEFAULT_OTHER_THRESHOLD:.2f}), from clinc150 8/class:"
+        f"Recommended defaults of the product's rule ({BLEND.name}) for a taxonomy with ~8 examples per topic "
+        f"(product now: k={DEFAULT_K}, other_threshold={DEFAULT_OTHER_THRESHOLD:.2f}, "
+        f"classifier_weight={DEFAULT_CLASSIFIER_WEIGHT:g}), from clinc150 8/class:"
     ]
     compared = [r for r in few if r.mode == SAME_TARGET]
     best_k = max(compared, key=_headline).k if compared else DEFAULT_K
@@ -254,14 +346,16 @@ def _recommendation(rows: Sequence[TopicEvalRow]) -> list[str]:
         )
         if default is not None:
             text += (
-                f"; at {DEFAULT_OTHER_THRESHOLD:.2f}: in-scope {100 * default.accuracy:.1f}%, "
+                f"; at {BLEND.default_threshold:.2f}: in-scope {100 * default.accuracy:.1f}%, "
                 f"OOS recall {100 * (default.oos_recall or 0):.1f}%"
             )
         lines.append(text)
     if compared:
         lines.append(f"- best k at 8/class: clinc150 k={best_k} (OOS recall at the same in-scope target)")
     for task in (BANKING, TICKETS):
-        candidates = [r for r in rows if r.task == task and r.examples == "8/class" and _compared(r)]
+        candidates = [
+            r for r in rows if r.task == task and r.examples == "8/class" and r.rule == BLEND.name and _compared(r)
+        ]
         if candidates:
             lines.append(f"- best k at 8/class: {task} k={max(candidates, key=_headline).k} (accuracy)")
     return lines
@@ -394,15 +488,16 @@ class _Answers:
     examples_per_topic: float
 
 
-def _classify(
+def _classify_each_k(
     part: _Part,
     vectors: NDArray[np.float32],
     examples: NDArray[np.int64],
     queries: NDArray[np.float32],
-    k: int,
-) -> _Answers:
-    """Fit the product's :class:`TopicModel` on the rows ``examples`` of ``part`` (topic = label, no description)
-    and classify ``queries`` with no "other"."""
+    ks: Sequence[int],
+    classifier_weight: float,
+) -> dict[int, _Answers]:
+    """Fit :class:`TopicModel` once on the rows ``examples`` of ``part`` (topic = label, no description) and
+    classify ``queries`` with no "other" at every k in ``ks`` (k only changes classification, not the fit)."""
     by_topic: dict[str, list[str]] = {}
     lookup: dict[str, NDArray[np.float32]] = {}
     for i in examples:
@@ -413,15 +508,32 @@ def _classify(
     def embed(texts: list[str]) -> NDArray[np.float32]:  # the examples' cached embeddings, not the model again
         return np.stack([lookup[t] for t in texts]).astype(np.float32)
 
-    model = TopicModel.fit(topics, embed, other_threshold=-1.0, k=k)
-    results = model.classify(queries)
-    assert all(r.label != OTHER for r in results)
-    return _Answers(
-        labels=[r.label for r in results],
-        scores=np.asarray([r.score for r in results], dtype=np.float64),
-        n_topics=len(topics),
-        examples_per_topic=len(examples) / max(1, len(topics)),
-    )
+    model = TopicModel.fit(topics, embed, other_threshold=-1.0, k=ks[0], classifier_weight=classifier_weight)
+    answers: dict[int, _Answers] = {}
+    for k in ks:
+        model.k = k
+        results = model.classify(queries)
+        assert all(r.label != OTHER for r in results)
+        answers[k] = _Answers(
+            labels=[r.label for r in results],
+            scores=np.asarray([r.score for r in results], dtype=np.float64),
+            n_topics=len(topics),
+            examples_per_topic=len(examples) / max(1, len(topics)),
+        )
+    return answers
+
+
+def _classify(
+    part: _Part,
+    vectors: NDArray[np.float32],
+    examples: NDArray[np.int64],
+    queries: NDArray[np.float32],
+    k: int,
+    classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT,
+) -> _Answers:
+    """The product's :class:`TopicModel` (by default its rule) fitted on the rows ``examples`` of ``part``, its
+    answers for ``queries`` with no "other"."""
+    return _classify_each_k(part, vectors, examples, queries, (k,), classifier_weight)[k]
 
 
 def _accuracy(answers: _Answers, gold: Sequence[str]) -> float:
@@ -512,16 +624,19 @@ def _accuracy_rows(
     rows: list[TopicEvalRow] = []
     for shots, draws, name, reference, target in settings:
         started = time.monotonic()
-        per_k: dict[int, list[_Answers]] = {k: [] for k in K_VALUES}
+        per_k: dict[tuple[str, int], list[_Answers]] = {(rule.name, k): [] for rule in RULES for k in K_VALUES}
         for draw in range(draws):
             examples = _per_class(part.labels, pool, shots, _rng(seed, task, name, "draw", str(draw)))
-            for k in K_VALUES:
-                per_k[k].append(_classify(part, vectors, examples, queries, k))
-        for k in K_VALUES:
-            mean, std = _mean_std([_accuracy(a, gold) for a in per_k[k]])
+            for rule in RULES:
+                found = _classify_each_k(part, vectors, examples, queries, K_VALUES, rule.classifier_weight)
+                for k, answers in found.items():
+                    per_k[(rule.name, k)].append(answers)
+        for (rule_name, k), answers_k in per_k.items():
+            mean, std = _mean_std([_accuracy(a, gold) for a in answers_k])
             rows.append(
                 TopicEvalRow(
                     task=task,
+                    rule=rule_name,
                     examples=name,
                     k=k,
                     mode=NO_OTHER,
@@ -529,14 +644,22 @@ def _accuracy_rows(
                     accuracy_std=std,
                     draws=draws,
                     n_eval=len(evaluation),
-                    n_topics=per_k[k][0].n_topics,
-                    examples_per_topic=float(np.mean([a.examples_per_topic for a in per_k[k]])),
+                    n_topics=answers_k[0].n_topics,
+                    examples_per_topic=float(np.mean([a.examples_per_topic for a in answers_k])),
                     threshold=-1.0,
                     reference=reference,
                     target=target,
                 )
             )
-        log.info("%s %s: %d draw(s) x k in %s in %.0f s", task, name, draws, K_VALUES, time.monotonic() - started)
+        log.info(
+            "%s %s: %d draw(s) x %d rules x k in %s in %.0f s",
+            task,
+            name,
+            draws,
+            len(RULES),
+            K_VALUES,
+            time.monotonic() - started,
+        )
     return rows
 
 
@@ -613,61 +736,73 @@ def _clinc(
     rows: list[TopicEvalRow] = []
     for shots, n_draws, name in settings:
         started = time.monotonic()
-        answers: dict[int, list[_Answers]] = {k: [] for k in K_VALUES}
-        found: dict[int, dict[str, list[Tuning]]] = {k: {m: [] for m in CLINC_MODES} for k in K_VALUES}
-        fallbacks: dict[int, dict[str, int]] = {k: dict.fromkeys(CLINC_MODES, 0) for k in K_VALUES}
-        common_targets: list[float] = []
+        keys = [(rule.name, k) for rule in RULES for k in K_VALUES]
+        answers: dict[tuple[str, int], list[_Answers]] = {key: [] for key in keys}
+        found: dict[tuple[str, int], dict[str, list[Tuning]]] = {key: {m: [] for m in CLINC_MODES} for key in keys}
+        fallbacks: dict[tuple[str, int], dict[str, int]] = {key: dict.fromkeys(CLINC_MODES, 0) for key in keys}
+        targets: dict[tuple[str, int], dict[str, list[float]]] = {key: {m: [] for m in COMPARISONS} for key in keys}
         for draw in range(n_draws):
             examples = _per_class(train.labels, in_scope, shots, _rng(seed, CLINC, name, "draw", str(draw)))
-            facts: dict[int, tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
-            for k in K_VALUES:
-                result = _classify(train, train_vectors, examples, queries, k)
-                answers[k].append(result)
-                correct = np.asarray([a == g for a, g in zip(result.labels, val.labels, strict=True)], dtype=np.bool_)
-                facts[k] = (result.scores, correct)
-            # For comparing k: one in-scope target every k can reach (the lowest ceiling minus a point, at most 94%).
-            ceilings = [measure(scores, correct, oos, -1.0).ceiling for scores, correct in facts.values()]
-            common = min(IN_SCOPE_TARGET, min(ceilings) - 0.01)
-            common_targets.append(common)
-            for k, (scores, correct) in facts.items():
-                found[k][NO_OTHER].append(measure(scores, correct, oos, -1.0))
-                found[k][PRODUCT_DEFAULT].append(measure(scores, correct, oos, DEFAULT_OTHER_THRESHOLD))
+            facts: dict[tuple[str, int], tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
+            for rule in RULES:
+                each_k = _classify_each_k(train, train_vectors, examples, queries, K_VALUES, rule.classifier_weight)
+                for k, result in each_k.items():
+                    answers[(rule.name, k)].append(result)
+                    labels = zip(result.labels, val.labels, strict=True)
+                    facts[(rule.name, k)] = (result.scores, np.asarray([a == g for a, g in labels], dtype=np.bool_))
+            # For comparing k (rules): one in-scope target every k of the rule (both rules at the k) can reach, the
+            # lowest ceiling minus a point, at most 94%.
+            ceilings = {key: measure(scores, correct, oos, -1.0).ceiling for key, (scores, correct) in facts.items()}
+            for (rule_name, k), (scores, correct) in facts.items():
+                key = (rule_name, k)
+                default = next(rule.default_threshold for rule in RULES if rule.name == rule_name)
+                found[key][NO_OTHER].append(measure(scores, correct, oos, -1.0))
+                found[key][PRODUCT_DEFAULT].append(measure(scores, correct, oos, default))
                 tuned = tune_threshold(scores, correct, oos)
-                found[k][TUNED].append(tuned)
-                fallbacks[k][TUNED] += tuned.fallback
+                found[key][TUNED].append(tuned)
+                fallbacks[key][TUNED] += tuned.fallback
                 held, fell = _held_out(scores, correct, oos, halves, IN_SCOPE_TARGET)
-                found[k][HELD_OUT].append(held)
-                fallbacks[k][HELD_OUT] += fell
-                fair, _ = _held_out(scores, correct, oos, halves, common)
-                found[k][SAME_TARGET].append(fair)
-        for k in K_VALUES:
-            for mode, tunings in found[k].items():
+                found[key][HELD_OUT].append(held)
+                fallbacks[key][HELD_OUT] += fell
+                sharing = {
+                    SAME_TARGET: [c for (r, _), c in ceilings.items() if r == rule_name],
+                    RULE_TARGET: [c for (_, j), c in ceilings.items() if j == k],
+                }
+                for mode, shared in sharing.items():
+                    common = min(IN_SCOPE_TARGET, min(shared) - 0.01)
+                    targets[key][mode].append(common)
+                    fair, _ = _held_out(scores, correct, oos, halves, common)
+                    found[key][mode].append(fair)
+        for key in keys:
+            rule_name, k = key
+            for mode, tunings in found[key].items():
                 accuracy, accuracy_std = _mean_std([t.in_scope_accuracy for t in tunings])
                 recall, recall_std = _mean_std([t.oos_recall for t in tunings])
                 threshold, threshold_std = _mean_std([t.threshold for t in tunings])
                 note = ""
-                if fallbacks[k][mode]:
+                if fallbacks[key][mode]:
                     tries = n_draws * (2 if mode == HELD_OUT else 1)
                     ceiling = float(np.mean([t.ceiling for t in tunings]))
                     note = (
-                        f"{100 * IN_SCOPE_TARGET:.0f}% unreachable in {fallbacks[k][mode]}/{tries} tuning(s), "
+                        f"{100 * IN_SCOPE_TARGET:.0f}% unreachable in {fallbacks[key][mode]}/{tries} tuning(s), "
                         f"max {100 * ceiling:.1f}%"
                     )
                 row_target = target if mode in (TUNED, HELD_OUT) else ""
-                if mode == SAME_TARGET:
-                    row_target = f"in-scope >= {100 * float(np.mean(common_targets)):.1f}"
+                if mode in COMPARISONS:
+                    row_target = f"in-scope >= {100 * float(np.mean(targets[key][mode])):.1f}"
                 rows.append(
                     TopicEvalRow(
                         task=CLINC,
+                        rule=rule_name,
                         examples=name,
                         k=k,
                         mode=mode,
                         accuracy=accuracy,
                         accuracy_std=accuracy_std,
                         draws=n_draws,
-                        n_eval=len(val.rows) if mode not in (HELD_OUT, SAME_TARGET) else len(val.rows) // 2,
-                        n_topics=answers[k][0].n_topics,
-                        examples_per_topic=float(np.mean([a.examples_per_topic for a in answers[k]])),
+                        n_eval=len(val.rows) if mode in (NO_OTHER, PRODUCT_DEFAULT, TUNED) else len(val.rows) // 2,
+                        n_topics=answers[key][0].n_topics,
+                        examples_per_topic=float(np.mean([a.examples_per_topic for a in answers[key]])),
                         threshold=threshold,
                         threshold_std=threshold_std,
                         oos_recall=recall,
@@ -677,7 +812,15 @@ def _clinc(
                         note=note,
                     )
                 )
-        log.info("%s %s: %d draw(s) x k in %s in %.0f s", CLINC, name, n_draws, K_VALUES, time.monotonic() - started)
+        log.info(
+            "%s %s: %d draw(s) x %d rules x k in %s in %.0f s",
+            CLINC,
+            name,
+            n_draws,
+            len(RULES),
+            K_VALUES,
+            time.monotonic() - started,
+        )
     return rows
 
 

@@ -20,6 +20,8 @@ from classifiers.training.topics_eval import (
     K_VALUES,
     NO_OTHER,
     PRODUCT_DEFAULT,
+    RULE_TARGET,
+    RULES,
     SAME_TARGET,
     TUNED,
     TopicEvalRow,
@@ -51,7 +53,8 @@ def test_the_table_has_every_task_and_setting(rows: list[TopicEvalRow]) -> None:
     assert {("it-tickets", n, NO_OTHER) for n in ("8/class", "32/class", "full train")} <= settings
     for examples in ("8/class", "32/class", "all (100/class)"):
         assert {
-            ("clinc150", examples, mode) for mode in (NO_OTHER, PRODUCT_DEFAULT, TUNED, HELD_OUT, SAME_TARGET)
+            ("clinc150", examples, mode)
+            for mode in (NO_OTHER, PRODUCT_DEFAULT, TUNED, HELD_OUT, SAME_TARGET, RULE_TARGET)
         } <= settings
     assert {r.k for r in rows} == set(K_VALUES)
     table = format_table(rows)
@@ -59,6 +62,18 @@ def test_the_table_has_every_task_and_setting(rows: list[TopicEvalRow]) -> None:
         assert task in table
     assert "k comparison" in table
     assert "Recommended defaults" in table
+
+
+def test_both_rules_are_evaluated_side_by_side_in_one_run(rows: list[TopicEvalRow]) -> None:
+    names = [rule.name for rule in RULES]
+    by_rule: dict[str, set[tuple[str, str, int, str]]] = {name: set() for name in names}
+    for r in rows:
+        by_rule[r.rule].add((r.task, r.examples, r.k, r.mode))
+    assert by_rule[names[0]] == by_rule[names[1]]  # every setting, k and mode for both
+    comparison = format_table(rows).split("Rule comparison")[1].split("k comparison")[0]
+    assert all(name in comparison for name in names)
+    for setting in ("banking77 8/class", "it-tickets full train", "clinc150 8/class OOS recall"):
+        assert setting in comparison
 
 
 def test_scores_are_fractions_and_better_than_chance(rows: list[TopicEvalRow]) -> None:
