@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import Body
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import api_keys
 from service.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
 from service.deps import AdminDep, SessionDep
 
-router = APIRouter(prefix="/v1/admin/api-keys", tags=["admin: api keys"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/api-keys", tags=["admin: api keys"], responses=problem_responses(401, 403))
 
 
 @router.get("", operation_id="list_api_keys")

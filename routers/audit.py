@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import audit_log
 from service.audit_log import AuditFilter, AuditPage, VerificationPublic
 from service.deps import AdminDep, SessionDep
 
-router = APIRouter(prefix="/v1/admin/audit", tags=["admin: audit"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/audit", tags=["admin: audit"], responses=problem_responses(401, 403))
 
 
 @router.get("", operation_id="list_audit_events", responses=problem_responses(400, 422))

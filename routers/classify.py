@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import classification
 from service.classification import ClassifyRequest, ClassifyResponse
 from service.deps import CurrentPrincipal, SessionDep, SettingsDep
 
-router = APIRouter(tags=["classify"])
+router = api_router(tags=["classify"])
 
 
 @router.post("/v1/classify", operation_id="classify", responses=problem_responses(401, 403, 422))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
-
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import comments, labels
 from service.comments import CommentPublic
 from service.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from service.labels import LabelCreate, LabelPublic
 
-router = APIRouter(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
 
 
 @router.get("/{comment_id}", operation_id="get_comment", responses=problem_responses(404, 422))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import directory
 from service.deps import AdminDep, SessionDep
 from service.models.directory import MemberCreate, MemberPublic, MemberUpdate, TeamCreate, TeamPublic, TeamUpdate
 
-members = APIRouter(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))
-teams = APIRouter(prefix="/v1/admin/teams", tags=["admin: teams"], responses=problem_responses(401, 403))
+members = api_router(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))
+teams = api_router(prefix="/v1/admin/teams", tags=["admin: teams"], responses=problem_responses(401, 403))
 
 
 @members.post("", status_code=201, operation_id="create_member", responses=problem_responses(409, 422))
@@ -81,6 +82,6 @@ async def delete_team(team_id: str, session: SessionDep, admin: AdminDep) -> Res
     return Response(status_code=204)
 
 
-router = APIRouter()
+router = api_router()
 router.include_router(members)
 router.include_router(teams)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import health
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 class Status(BaseModel):

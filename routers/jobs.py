@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import job_admin
 from service.deps import AdminDep, JobsDep, SessionDep
 from service.job_admin import JobPage, JobPublic
 from service.models import JobState
 
-router = APIRouter(prefix="/v1/admin/jobs", tags=["admin: jobs"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/jobs", tags=["admin: jobs"], responses=problem_responses(401, 403))
 
 
 @router.get("", operation_id="list_jobs", responses=problem_responses(400, 422))

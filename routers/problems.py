@@ -1,32 +1,50 @@
-"""RFC 9457 problem+json: the error schema, its OpenAPI declaration, and the exception handlers."""
+"""RFC 9457 problem+json: the error schema, its OpenAPI declaration, the exception handlers and the last resort.
+
+Problem `type`s are URNs (`urn:switchboard:problem:<code>`): stable names the project owns, listed with their
+meaning in docs/errors.md, not addresses of a web site. Every response carries `X-Request-ID` (the caller's, when
+it sends a sane one), and every problem body repeats it as `request_id`, so that a user's report finds the log
+line. Anything unforeseen answers 500 `internal` as problem+json, never internals; the log has the traceback.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import SwitchboardError
 
+log = logging.getLogger(__name__)
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:switchboard:problem:"
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class Problem(BaseModel):
     """An RFC 9457 problem document; `code` is the stable, machine-readable error code."""
 
-    type: str = Field(description="A URI naming the problem type.")
+    type: str = Field(description="A URN naming the problem type: `urn:switchboard:problem:<code>`.")
     title: str
     status: int
     detail: str
     code: str = Field(description="Stable error code, e.g. invalid_signature, not_found, validation_error.")
     instance: str | None = None
     errors: list[dict[str, Any]] | None = Field(None, description="Field errors, for validation problems.")
+    request_id: str | None = Field(None, description="The request's id (also in `X-Request-ID` and the logs).")
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -66,6 +84,9 @@ def document_problems(app: FastAPI) -> None:
                         if status == "422":
                             response["description"] = "Validation Error"
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():  # schemas of bodies documented by hand (openapi_extra)
+                schemas.update(operation.pop("x-component-schemas", {}))
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -87,7 +108,7 @@ def problem(
 ) -> JSONResponse:
     """A problem+json response (with `headers` added, e.g. Retry-After)."""
     body: dict[str, Any] = {
-        "type": f"https://switchboard.dev/problems/{code}",
+        "type": PROBLEM_TYPE_PREFIX + code,
         "title": title,
         "status": status,
         "detail": detail,
@@ -95,6 +116,7 @@ def problem(
         "instance": request.url.path,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
+    body["request_id"] = request_id_of(request.scope)
     all_headers = dict(headers or {})
     if status == 401 and code == "unauthenticated":
         all_headers["WWW-Authenticate"] = "Bearer"
@@ -135,10 +157,85 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         phrase = HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 405:  # the router names only the first route that matched the path
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed_methods(app, request.url.path)))}
         return problem(
             request,
             status=exc.status_code,
             code=codes.get(exc.status_code, phrase.lower().replace(" ", "_")),
             title=phrase,
             detail=str(exc.detail),
+            headers=exc.headers,  # e.g. Allow on 405
         )
+
+    app.add_middleware(LastResort)
+
+
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's lazily included routers
+        yield from _routes(included.routes) if included is not None else (route,)
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """Every method some route answers on this path (for 405's Allow header)."""
+    methods: set[str] = set()
+    for route in _routes(app.routes):
+        if isinstance(route, Route | APIRoute) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return methods
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The id LastResort gave this request (None outside it)."""
+    request_id: str | None = scope.get("state", {}).get("request_id")
+    return request_id
+
+
+class LastResort:
+    """Outermost app middleware: tags each request with an id, and turns any unhandled error into problem+json.
+
+    Pure ASGI (not BaseHTTPMiddleware) so that streaming and background tasks are untouched. An exception raised
+    after the response started cannot be answered any more; it is logged with the request id and swallowed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def tagged(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        except Exception:
+            log.exception(
+                "unhandled error in %s %s [request_id=%s]", scope.get("method"), scope.get("path"), request_id
+            )
+            if started:
+                return
+            body = Problem(
+                type=PROBLEM_TYPE_PREFIX + "internal",
+                title="Internal error",
+                status=500,
+                detail=f"Something went wrong on our side; quote request id {request_id} when reporting it.",
+                code="internal",
+                instance=scope.get("path"),
+                request_id=request_id,
+            ).model_dump_json(exclude_none=True)
+            response = Response(
+                content=body, status_code=500, media_type=PROBLEM_MEDIA_TYPE, headers={"Cache-Control": "no-store"}
+            )
+            await response(scope, receive, tagged)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import queue
 from service.deps import CurrentPrincipal, SessionDep, SettingsDep
@@ -23,7 +24,7 @@ from service.queue import (
     SnoozeIn,
 )
 
-router = APIRouter(prefix="/v1/queue", tags=["queue"], responses=problem_responses(401, 403, 422))
+router = api_router(prefix="/v1/queue", tags=["queue"], responses=problem_responses(401, 403, 422))
 ItemActionErrors = problem_responses(404, 409)
 
 
@@ -49,7 +50,7 @@ async def claim_next_item(
     return item if item is not None else Response(status_code=204)
 
 
-@router.get("/{item_id}", operation_id="get_queue_item", responses=problem_responses(404))
+@router.get("/{item_id:uuid}", operation_id="get_queue_item", responses=problem_responses(404))
 async def get_queue_item(item_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> QueueItemDetail:
     """One item with its comment, thread context, classification explanation, replies and history."""
     return await queue.read(session, principal=principal, item_id=item_id, now=utcnow())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import rules, simulation, tuning
 from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
@@ -14,7 +15,7 @@ from service.rules import RulesetPublic, RulesetPut
 from service.simulation import RerouteIn, RerouteResult, SimulateIn, SimulationPublic
 from service.tuning import ExplainIn, ExplainOut, SuggestionsOut
 
-router = APIRouter(prefix="/v1/admin/rules", tags=["admin: rules"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/rules", tags=["admin: rules"], responses=problem_responses(401, 403))
 
 
 @router.get("", operation_id="get_rules")

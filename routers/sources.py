@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import sources
 from service.deps import AdminDep, SessionDep, SettingsDep
 from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
 
-router = APIRouter(prefix="/v1/admin/sources", tags=["admin: sources"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/sources", tags=["admin: sources"], responses=problem_responses(401, 403))
 
 
 @router.post("", status_code=201, operation_id="create_source", responses=problem_responses(409, 422))

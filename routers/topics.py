@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import topics
 from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
 from service.models.topic import TopicCreate, TopicPublic, TopicUpdate
 
-router = APIRouter(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))
+router = api_router(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))
 
 
 @router.post("", status_code=201, operation_id="create_topic", responses=problem_responses(409, 422))

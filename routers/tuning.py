@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from routers.edge import api_router
 from routers.problems import problem_responses
 from service import simulation, tuning
 from service.deps import AdminDep, SessionDep, SettingsDep
@@ -14,7 +15,7 @@ from service.models.base import utcnow
 from service.simulation import SimulationPublic
 from service.tuning import FeedbackOut
 
-router = APIRouter(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
+router = api_router(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
 
 
 @router.get("/simulations/{simulation_id}", operation_id="get_simulation", responses=problem_responses(404))

@@ -5,15 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
+from routers.edge import api_router
 from routers.problems import problem_responses, rate_limited_response
 from service import ingest
+from service.adapters.standard import MAX_TIMESTAMP_DIGITS, MAX_WEBHOOK_ID_LENGTH, event_json_schema
 from service.deps import JobsDep, SessionDep, SettingsDep, limit_webhook_source
-from service.errors import PayloadTooLarge
+from service.errors import ClientClosedRequest, PayloadTooLarge
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = api_router(prefix="/v1/webhooks", tags=["webhooks"])
 
 
 class Accepted(BaseModel):
@@ -30,12 +33,41 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest("The sender closed the connection before the body arrived.") from None
     return b"".join(chunks)
+
+
+_EVENT_SCHEMA, _EVENT_DEFINITIONS = event_json_schema("#/components/schemas/{model}")
+_SIGNATURE_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The delivery's id, the same on every retry (de-duplicated for 30 days).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_WEBHOOK_ID_LENGTH},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Integer seconds since the epoch; refused outside the tolerance (300 s by default).",
+        "schema": {"type": "string", "pattern": f"^[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Space-separated `v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the source's secret.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+]
 
 
 @router.post(
@@ -48,11 +80,22 @@ async def read_body(request: Request, limit: int) -> bytes:
         429: rate_limited_response(),
     },
     dependencies=[Depends(limit_webhook_source)],  # first: before the body is read or verified
+    openapi_extra={  # documented, not declared: the body is read raw and verified before it is parsed
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _EVENT_SCHEMA}}},
+        "x-component-schemas": _EVENT_DEFINITIONS,
+    },
 )
 async def receive(
     slug: str, request: Request, response: Response, session: SessionDep, jobs: JobsDep, settings: SettingsDep
 ) -> Accepted:
-    """Accept one signed comment event (created / updated / deleted); 202 once it is stored durably."""
+    """Accept one signed comment event (created / updated / deleted); 202 once it is stored durably.
+
+    Signed with Standard Webhooks: a missing or malformed `webhook-*` header, a timestamp outside the
+    tolerance or a signature that matches no secret of the source is 401 `invalid_signature`, with nothing
+    written. A verified body that is not a valid event (bad JSON, nesting deeper than 64, numbers outside 64
+    bits, NUL characters, unknown fields, times out of range) is 422 `invalid_payload` naming the field.
+    """
     body = await read_body(request, settings.max_body_bytes)
     receipt = await ingest.receive(session, settings=settings, slug=slug, headers=request.headers, body=body)
     jobs.enqueue(receipt.job_ids)

@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         classify,
         comments,
         directory,
+        docs,
         health,
         jobs,
         problems,
@@ -152,6 +153,8 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         version="0.1.0",
         summary="Comment moderation and response routing for intranet platforms.",
         lifespan=lifespan,
+        docs_url=None,  # routers.docs serves Swagger UI from the installed package instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     problems.install(app)
@@ -169,6 +172,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         api_keys,
         audit,
         health,
+        docs,
     ):
         app.include_router(module.router)
     return app

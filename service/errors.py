@@ -2,7 +2,9 @@
 
     SwitchboardError (500 internal)
     ├── BadRequest (400 bad_request)
+    │   ├── ClientClosedRequest (400 client_disconnected: the client left before sending its body)
     │   └── InvalidPayload (422 invalid_payload)
+    │       └── InvalidCursor (422 invalid_cursor: a page cursor this API did not return)
     ├── Unauthenticated (401 unauthenticated)
     │   └── InvalidSignature (401 invalid_signature)
     ├── Forbidden (403 forbidden)
@@ -23,6 +25,24 @@ wrong methods as 405 `method_not_allowed`.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from classifiers.pii import redact
+
+MAX_SUMMARY_LENGTH = 300
+
+
+def summarise(exc: BaseException) -> str:
+    """What may be stored about a failure: its class and the first line of its message, redacted and short.
+
+    Never a traceback (file paths) and never a driver's SQL parameters or detail lines, which can carry comment
+    text; the full traceback goes to the log only. A wrapped driver error (SQLAlchemy's `orig`) is named too.
+    """
+    cause = getattr(exc, "orig", None) if hasattr(exc, "statement") else None
+    inner = cause if isinstance(cause, BaseException) else exc
+    lines = str(inner).strip().splitlines()
+    message = redact(lines[0]) if lines else ""
+    name = type(exc).__name__ if inner is exc else f"{type(exc).__name__} ({type(inner).__name__})"
+    return f"{name}: {message}"[:MAX_SUMMARY_LENGTH] if message else name
 
 
 class SwitchboardError(Exception):
@@ -49,10 +69,20 @@ class BadRequest(SwitchboardError):
     title = "Bad request"
 
 
+class ClientClosedRequest(BadRequest):
+    code = "client_disconnected"
+    title = "The client closed the connection"
+
+
 class InvalidPayload(BadRequest):
     status = 422
     code = "invalid_payload"
     title = "The request is not valid"
+
+
+class InvalidCursor(InvalidPayload):
+    code = "invalid_cursor"
+    title = "The cursor is not one this API returned"
 
 
 class Unauthenticated(SwitchboardError):

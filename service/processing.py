@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ from classifiers.pipeline import Analyser, Analysis
 from service.classification import document, thresholds_for
 from service.database import SessionFactory, dialect_name, transaction
 from service.dispatch import dispatch_comments
+from service.errors import summarise
 from service.models import Comment, CommentAnalysis, Delivery, Job, JobState, Source
 from service.models.base import utcnow
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_LENGTH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +84,19 @@ async def process_jobs(
         return report
     try:
         await _run(factory, analyser, claims, report, settings)
-    except Exception:
+    except Exception as exc:
         if len(claims) == 1:
             log.exception("job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt)
-            await _record_failure(factory, claims[0], settings=settings)
+            await _record_failure(factory, claims[0], summarise(exc), settings=settings)
             report.failed += 1
             return report
         log.warning("a batch of %d failed; running its comments one by one", len(claims), exc_info=True)
         for one in claims:
             try:
                 await _run(factory, analyser, [one], report, settings)
-            except Exception:
+            except Exception as exc_one:
                 log.exception("job %s failed (attempt %d)", one.job_id, one.attempt)
-                await _record_failure(factory, one, settings=settings)
+                await _record_failure(factory, one, summarise(exc_one), settings=settings)
                 report.failed += 1
     return report
 
@@ -190,13 +188,13 @@ async def upsert_analysis(
     await session.flush()
 
 
-async def _record_failure(factory: SessionFactory, one: Claim, *, settings: Settings) -> None:
+async def _record_failure(factory: SessionFactory, one: Claim, error: str, *, settings: Settings) -> None:
     now = utcnow()
     async with transaction(factory) as session:
         job = await session.get(Job, one.job_id, with_for_update=dialect_name(session) == "postgresql")
         if job is None or job.state != JobState.running or job.attempts != one.attempt:
             return
-        job.last_error = traceback.format_exc()[-MAX_ERROR_LENGTH:]
+        job.last_error = error  # the class and a redacted line; the traceback is in the log
         if job.attempts >= job.max_attempts:
             job.state = JobState.dead
             job.finished_at = now

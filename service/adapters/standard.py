@@ -6,18 +6,19 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from service.adapters import CommentEvent, Person, ThreadRef
 from service.errors import InvalidPayload, InvalidSignature
+from service.inputs import InvalidJson, parse_json, to_utc
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 MAX_WEBHOOK_ID_LENGTH = 200
+MAX_TIMESTAMP_DIGITS = 12  # seconds since the epoch: 12 digits reach the year 33658
 
 
 def decode_secret(secret: str) -> bytes:
@@ -43,18 +44,23 @@ def _required_header(headers: Mapping[str, str], name: str) -> str:
 def verify(
     *, body: bytes, headers: Mapping[str, str], secrets: Sequence[str], tolerance_seconds: int, now: datetime
 ) -> str:
-    """Verify a Standard Webhooks delivery over the raw body bytes; return its webhook-id."""
+    """Verify a Standard Webhooks delivery over the raw body bytes; return its webhook-id.
+
+    Total over its input: whatever the headers hold, the answer is the webhook-id or InvalidSignature.
+    """
     webhook_id = _required_header(headers, "webhook-id")
     timestamp = _required_header(headers, "webhook-timestamp")
     signatures = _required_header(headers, "webhook-signature")
     if len(webhook_id) > MAX_WEBHOOK_ID_LENGTH:
         raise InvalidSignature("The webhook-id header is too long.")
-    if not timestamp.isascii() or not timestamp.isdigit():
+    if not webhook_id.isascii() or not webhook_id.isprintable():
+        raise InvalidSignature("The webhook-id header must be printable ASCII.")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > MAX_TIMESTAMP_DIGITS:
         raise InvalidSignature("The webhook-timestamp header must be integer seconds since the epoch.")
-    skew = int(timestamp) - now.timestamp()
+    skew = int(timestamp) - int(now.timestamp())  # integers: no float overflow, whatever the digits
     if abs(skew) > tolerance_seconds:
         raise InvalidSignature(
-            f"The webhook-timestamp is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} this server's "
+            f"The webhook-timestamp is {abs(skew)} s {'ahead of' if skew > 0 else 'behind'} this server's "
             f"clock (tolerance {tolerance_seconds} s)."
         )
     to_sign = f"{webhook_id}.{timestamp}.".encode() + body
@@ -74,6 +80,10 @@ def verify(
     if not matched:
         raise InvalidSignature("No v1 signature matches this body and the source's signing secret.")
     return webhook_id
+
+
+UtcAware = Annotated[AwareDatetime, AfterValidator(to_utc)]
+"""A platform timestamp: the offset is required, the value is normalised to UTC (or refused out of range)."""
 
 
 class _Strict(BaseModel):
@@ -108,15 +118,15 @@ class CommentData(_Strict):
     parent_id: str | None = Field(None, max_length=200, description="Set on replies: the comment replied to.")
     author: PersonIn | None = None
     body: str = Field(max_length=50_000)
-    created_at: AwareDatetime
-    updated_at: AwareDatetime | None = Field(None, description="When the body was last edited on the platform.")
+    created_at: UtcAware
+    updated_at: UtcAware | None = Field(None, description="When the body was last edited on the platform.")
 
 
 class DeletedData(_Strict):
     """A deleted comment: only its id is needed."""
 
     id: str = Field(min_length=1, max_length=200)
-    deleted_at: AwareDatetime | None = None
+    deleted_at: UtcAware | None = None
 
 
 class CommentCreated(_Strict):
@@ -138,6 +148,12 @@ StandardEvent = Annotated[CommentCreated | CommentUpdated | CommentDeleted, Fiel
 _EVENT = TypeAdapter[StandardEvent](StandardEvent)
 
 
+def event_json_schema(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON Schema of a generic-format body, and the definitions it refers to by `ref_template`."""
+    schema = _EVENT.json_schema(ref_template=ref_template)
+    return schema, schema.pop("$defs", {})
+
+
 def _person(p: PersonIn | None) -> Person | None:
     return None if p is None else Person(external_id=p.id, name=p.name, email=p.email, department=p.department)
 
@@ -145,9 +161,10 @@ def _person(p: PersonIn | None) -> Person | None:
 def parse(body: bytes) -> CommentEvent:
     """Validate a generic-format body (strict: unknown fields are errors) into a CommentEvent."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"The body is not valid JSON: {exc}") from None
+        document = parse_json(body)
+    except InvalidJson as exc:
+        error = {"loc": list(exc.loc), "msg": exc.message, "type": exc.kind}  # [] is the whole body
+        raise InvalidPayload(exc.message, errors=[error]) from None
     try:
         event = _EVENT.validate_python(document)
     except ValidationError as exc:

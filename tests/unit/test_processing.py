@@ -34,7 +34,8 @@ class PoisonAware:
     async def analyse(self, texts: Sequence[str]) -> list[Analysis]:
         self.calls.append(list(texts))
         if any("POISON" in t for t in texts):
-            raise RuntimeError("this comment breaks the model")
+            # What a real failure can carry: the comment's personal data, a multi-line driver detail.
+            raise RuntimeError("this comment breaks the model, ask jane.doe@example.com\nDETAIL: the body text")
         return await self.real.analyse(texts)
 
     async def aclose(self) -> None:
@@ -209,7 +210,8 @@ async def test_admin_sees_dead_jobs_and_can_retry_them(database_url: str, analys
         assert [j["comment_id"] for j in dead] == [bad.json()["id"]]
         shown = (await client.get(f"/v1/comments/{bad.json()['id']}", headers=ADMIN)).json()
         assert shown["processing"]["state"] == "dead"
-        assert "this comment breaks the model" in shown["processing"]["last_error"]
+        # The class and a redacted first line; no traceback, file paths, detail lines or personal data.
+        assert shown["processing"]["last_error"] == "RuntimeError: this comment breaks the model, ask [EMAIL]"
 
         retried = await client.post(f"/v1/admin/jobs/{dead[0]['id']}/retry", headers=ADMIN)
         assert retried.status_code == 200
