@@ -33,7 +33,7 @@ class Analysis:
     pii: list[PiiFinding]
     model_version: str
     language: LanguageResult | None = None
-    # None when no heads are loaded, or when the text is in a language the heads were not trained on.
+    # None when no heads are loaded, or when another language than the heads' is confidently detected.
     heads: dict[str, HeadResult] | None = None
     topic: TopicResult | None = None  # filled in by the caller that knows the organisation's taxonomy
 

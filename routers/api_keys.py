@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Body
 
 from routers.edge import api_router
+from routers.params import RowId
 from routers.problems import problem_responses
 from service import api_keys
 from service.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
@@ -23,28 +24,30 @@ async def list_api_keys(session: SessionDep, _admin: AdminDep) -> list[ApiKeyPub
 
 @router.post("", status_code=201, operation_id="create_api_key", responses=problem_responses(422))
 async def create_api_key(data: ApiKeyCreate, session: SessionDep, admin: AdminDep) -> ApiKeyWithSecret:
-    """Issue a key; the raw key is in this response and never shown again."""
+    """Issue a key; the raw key is in `key` of this response and never shown again (only its hash is stored)."""
     return await api_keys.create(session, data=data, actor=admin.actor)
 
 
 @router.get("/{key_id}", operation_id="get_api_key", responses=problem_responses(404, 422))
-async def get_api_key(key_id: int, session: SessionDep, _admin: AdminDep) -> ApiKeyPublic:
+async def get_api_key(key_id: RowId, session: SessionDep, _admin: AdminDep) -> ApiKeyPublic:
     """One key."""
     return await api_keys.read(session, key_id=key_id)
 
 
 @router.post("/{key_id}/revoke", operation_id="revoke_api_key", responses=problem_responses(404, 409, 422))
-async def revoke_api_key(key_id: int, session: SessionDep, admin: AdminDep) -> ApiKeyPublic:
+async def revoke_api_key(key_id: RowId, session: SessionDep, admin: AdminDep) -> ApiKeyPublic:
     """Revoke a key at once; 409 if it is already revoked or is the key making this request."""
     return await api_keys.revoke(session, key_id=key_id, caller=admin)
 
 
 @router.post("/{key_id}/rotate", operation_id="rotate_api_key", responses=problem_responses(404, 409, 422))
 async def rotate_api_key(
-    key_id: int,
+    key_id: RowId,
     session: SessionDep,
     admin: AdminDep,
     data: Annotated[ApiKeyRotate | None, Body()] = None,
 ) -> ApiKeyWithSecret:
-    """Issue a successor (same name, role, member, expiry); the old key works `grace_seconds` longer (default 0)."""
-    return await api_keys.rotate(session, key_id=key_id, data=data or ApiKeyRotate(), actor=admin.actor)
+    """Issue a successor (same name, role, member, expiry); the new raw key is in `key` of this response, shown only
+    this once. The old key works `grace_seconds` longer (default 0: revoked at once). 409 if the key is not active,
+    was already rotated, or is the key making this request and `grace_seconds` is 0 (that would lock you out)."""
+    return await api_keys.rotate(session, key_id=key_id, data=data or ApiKeyRotate(), caller=admin)

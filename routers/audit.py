@@ -15,7 +15,7 @@ from service.deps import AdminDep, SessionDep
 router = api_router(prefix="/v1/admin/audit", tags=["admin: audit"], responses=problem_responses(401, 403))
 
 
-@router.get("", operation_id="list_audit_events", responses=problem_responses(400, 422))
+@router.get("", operation_id="list_audit_events", responses=problem_responses(422))
 async def list_audit_events(query: Annotated[AuditFilter, Query()], session: SessionDep, _admin: AdminDep) -> AuditPage:
     """Audit records newest first, filtered by actor, action prefix, target and time; cursor pagination."""
     return await audit_log.search(session, query=query)

@@ -13,10 +13,12 @@ from service.deps import CurrentPrincipal, SessionDep, SettingsDep
 router = api_router(tags=["classify"])
 
 
-@router.post("/v1/classify", operation_id="classify", responses=problem_responses(401, 403, 422))
+@router.post("/v1/classify", operation_id="classify", responses=problem_responses(401, 403, 404, 422))
 async def classify(
     data: ClassifyRequest, request: Request, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
 ) -> ClassifyResponse:
-    """Classify up to 256 texts now: every head, the topic with its nearest examples, language, personal data."""
+    """Classify up to 256 texts now: every head, the topic with its nearest examples, language, personal data.
+
+    404 if `source` names no source."""
     classifier = await request.app.state.classifiers.get()
     return await classification.classify_texts(session, classifier, data, settings=settings, principal=principal)

@@ -10,6 +10,7 @@ from service import comments, labels
 from service.comments import CommentPublic
 from service.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from service.labels import LabelCreate, LabelPublic
+from service.models.base import utcnow
 
 router = api_router(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
 
@@ -31,9 +32,11 @@ async def correct_labels(
     settings: SettingsDep,
     principal: CurrentPrincipal,
 ) -> LabelPublic:
-    """Correct what the classifiers said about a comment; topic corrections teach the topic model."""
+    """Correct what the classifiers said about a comment: its queue item shows the correction and moves if the
+    route changes (never one a person has claimed, snoozed, approved or reassigned); topic corrections also teach
+    the topic model."""
     label, job_ids = await labels.correct(
-        session, comment_id=comment_id, data=data, principal=principal, settings=settings
+        session, comment_id=comment_id, data=data, principal=principal, settings=settings, now=utcnow()
     )
     jobs.enqueue(job_ids)
     return label

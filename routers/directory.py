@@ -44,9 +44,11 @@ async def update_member(member_id: str, data: MemberUpdate, session: SessionDep,
     return await directory.update_member(session, member_id=member_id, data=data, actor=admin.actor)
 
 
-@members.delete("/{member_id}", status_code=204, operation_id="delete_member", responses=problem_responses(404))
+@members.delete("/{member_id}", status_code=204, operation_id="delete_member", responses=problem_responses(404, 409))
 async def delete_member(member_id: str, session: SessionDep, admin: AdminDep) -> Response:
-    """Retire a member: out of their teams, external ids freed, delegations and leads cleared, keys revoked."""
+    """Retire a member: out of their teams, external ids freed, delegations cleared, keys revoked, their waiting
+    items back to their teams. 409 while the live rules assign to them or they lead a team (change the rules or the
+    team's lead first)."""
     await directory.delete_member(session, member_id=member_id, actor=admin.actor)
     return Response(status_code=204)
 
@@ -75,9 +77,9 @@ async def update_team(team_id: str, data: TeamUpdate, session: SessionDep, admin
     return await directory.update_team(session, team_id=team_id, data=data, actor=admin.actor)
 
 
-@teams.delete("/{team_id}", status_code=204, operation_id="delete_team", responses=problem_responses(404))
+@teams.delete("/{team_id}", status_code=204, operation_id="delete_team", responses=problem_responses(404, 409))
 async def delete_team(team_id: str, session: SessionDep, admin: AdminDep) -> Response:
-    """Retire a team: its memberships end."""
+    """Retire a team: its memberships end. 409 while the live rules assign to it (change the rules first)."""
     await directory.delete_team(session, team_id=team_id, actor=admin.actor)
     return Response(status_code=204)
 

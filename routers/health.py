@@ -27,6 +27,7 @@ async def healthz() -> Status:
 
 @router.get("/readyz", operation_id="readyz", responses=problem_responses(503))
 async def readyz(request: Request) -> Status:
-    """The database (and Redis, when configured) answer."""
-    checks = await health.check(request.app.state.engine, request.app.state.queue)
+    """The database (and Redis, when configured) answer, and the in-process classifier has warmed up."""
+    state = request.app.state
+    checks = await health.check(state.engine, state.queue, state.classifiers)
     return Status(status="ok", checks=checks)

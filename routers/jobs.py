@@ -17,7 +17,7 @@ from service.models import JobState
 router = api_router(prefix="/v1/admin/jobs", tags=["admin: jobs"], responses=problem_responses(401, 403))
 
 
-@router.get("", operation_id="list_jobs", responses=problem_responses(400, 422))
+@router.get("", operation_id="list_jobs", responses=problem_responses(422))
 async def list_jobs(
     session: SessionDep,
     _admin: AdminDep,

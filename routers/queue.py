@@ -32,7 +32,11 @@ ItemActionErrors = problem_responses(404, 409)
 async def list_queue(
     query: Annotated[QueueFilter, Query()], session: SessionDep, principal: CurrentPrincipal
 ) -> QueuePage:
-    """My queue and my teams' queues, most urgent first (priority, then due time); cursor pagination."""
+    """My queue and my teams' queues, most urgent first; cursor pagination.
+
+    Without `state`: open, claimed and escalated items, and the items held for moderation for one of my teams (or
+    assigned to me) — held items come first, then by priority, then by due time. Snoozed items only with
+    `include_snoozed`."""
     return await queue.list_items(session, principal=principal, query=query, now=utcnow())
 
 
@@ -74,7 +78,10 @@ async def release_item(item_id: uuid.UUID, session: SessionDep, principal: Curre
 async def answer_item(
     item_id: uuid.UUID, data: AnswerIn, session: SessionDep, principal: CurrentPrincipal
 ) -> QueueItemPublic:
-    """Answer the comment: the reply is recorded (and posted to the platform) and the item is answered."""
+    """Answer the comment: the reply is recorded (and posted to the platform) and the item becomes `answered`.
+
+    `answered` is final like `resolved`: a later `/resolve` (or `/answer`) answers 409 `invalid_state`; `/reassign`
+    reopens the item."""
     return await queue.answer(session, principal=principal, item_id=item_id, data=data, now=utcnow())
 
 
@@ -82,7 +89,7 @@ async def answer_item(
 async def resolve_item(
     item_id: uuid.UUID, data: ResolveIn, session: SessionDep, principal: CurrentPrincipal
 ) -> QueueItemPublic:
-    """Close the item with a reason."""
+    """Close a waiting item with a reason; 409 `invalid_state` if it is already answered or resolved."""
     return await queue.resolve(session, principal=principal, item_id=item_id, data=data, now=utcnow())
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 
 from routers.edge import api_router
+from routers.params import RowId
 from routers.problems import problem_responses
 from service import rules, simulation, tuning
 from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
@@ -24,14 +25,16 @@ async def get_rules(session: SessionDep, _admin: AdminDep) -> RulesetPublic:
     return await rules.current(session)
 
 
-@router.put("", operation_id="replace_rules", responses=problem_responses(409, 422))
+@router.put("", operation_id="replace_rules", responses=problem_responses(404, 409, 422))
 async def replace_rules(data: RulesetPut, session: SessionDep, admin: AdminDep) -> RulesetPublic:
-    """Save a whole new version of the rules (validated; regular expressions are RE2; audited)."""
+    """Save a whole new version of the rules (validated; regular expressions are RE2; audited).
+
+    With `simulation_id`: 404 if there is no such simulation, 409 unless it is done and tried exactly these rules."""
     return await rules.replace(session, data=data, actor=admin.actor)
 
 
 @router.get("/versions/{version}", operation_id="get_rules_version", responses=problem_responses(404, 422))
-async def get_rules_version(version: int, session: SessionDep, _admin: AdminDep) -> RulesetPublic:
+async def get_rules_version(version: RowId, session: SessionDep, _admin: AdminDep) -> RulesetPublic:
     """One version of the rules, old or live."""
     return await rules.read_version(session, version=version)
 

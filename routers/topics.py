@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Response
 
 from routers.edge import api_router
+from routers.params import RowId
 from routers.problems import problem_responses
 from service import topics
 from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
@@ -30,14 +31,14 @@ async def list_topics(session: SessionDep, _admin: AdminDep) -> list[TopicPublic
 
 
 @router.get("/{topic_id}", operation_id="get_topic", responses=problem_responses(404, 422))
-async def get_topic(topic_id: int, session: SessionDep, _admin: AdminDep) -> TopicPublic:
+async def get_topic(topic_id: RowId, session: SessionDep, _admin: AdminDep) -> TopicPublic:
     """One topic."""
     return await topics.read(session, topic_id=topic_id)
 
 
 @router.patch("/{topic_id}", operation_id="update_topic", responses=problem_responses(404, 409, 422))
 async def update_topic(
-    topic_id: int, data: TopicUpdate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+    topic_id: RowId, data: TopicUpdate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
 ) -> TopicPublic:
     """Rename a topic, change its description or replace its examples; recent comments are classified again."""
     topic, job_ids = await topics.update(session, topic_id=topic_id, data=data, actor=admin.actor, settings=settings)
@@ -47,7 +48,7 @@ async def update_topic(
 
 @router.delete("/{topic_id}", status_code=204, operation_id="delete_topic", responses=problem_responses(404, 422))
 async def delete_topic(
-    topic_id: int, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+    topic_id: RowId, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
 ) -> Response:
     """Remove a topic from the taxonomy; recent comments are classified again."""
     jobs.enqueue(await topics.delete(session, topic_id=topic_id, actor=admin.actor, settings=settings))

@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from service import audit, directory
 from service.errors import InvalidPayload, InvalidState, NotFound
+from service.inputs import UtcDatetime
 from service.keys import Principal, generate_key, hash_key
 from service.models import ApiKey, AuditEvent, Role
 from service.models.base import utcnow
@@ -34,7 +35,7 @@ class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="A label to recognise the key by.")
     role: Role = Field(description="admin, or responder (bound to a member).")
     member: str | None = Field(None, description="The live member the key acts as; required for responders.")
-    expires_at: datetime | None = Field(None, description="When the key stops working (future; UTC if no offset).")
+    expires_at: UtcDatetime | None = Field(None, description="When the key stops working (future; UTC if no offset).")
 
 
 class ApiKeyRotate(BaseModel):
@@ -46,6 +47,7 @@ class ApiKeyRotate(BaseModel):
         0,
         ge=0,
         le=MAX_GRACE_SECONDS,
+        strict=True,
         description="The old key keeps working this long (0: revoked at once; max 7 days).",
     )
 
@@ -211,8 +213,17 @@ async def _already_rotated(session: AsyncSession, key: ApiKey) -> bool:
     return any(isinstance(before, dict) and before.get("id") == key.id for before in events.scalars())
 
 
-async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, actor: str) -> ApiKeyWithSecret:
-    """Issue a successor to a live key (returned with its raw key); the old one works `grace_seconds` longer."""
+async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, caller: Principal) -> ApiKeyWithSecret:
+    """Issue a successor to a live key (returned with its raw key); the old one works `grace_seconds` longer.
+
+    409 for the key making the request with no grace: like revoking it, that would lock the caller out.
+    """
+    if key_id == caller.key_id and data.grace_seconds == 0:
+        raise InvalidState(
+            "This is the key making the request; rotating it with grace_seconds 0 would lock you out. "
+            "Give a grace period to switch to the new key, or rotate it with another admin key."
+        )
+    actor = caller.actor
     key = await _get(session, key_id)
     now = utcnow()
     state = _state(key, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,8 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+WARM_UP_RETRY_SECONDS = 5
+
 
 def build_pipeline(settings: Settings, encoder: Encoder) -> Pipeline:
     """The heads (if trained ones are there) and the language detector over this encoder."""
@@ -36,7 +39,9 @@ def build_pipeline(settings: Settings, encoder: Encoder) -> Pipeline:
     heads = Heads.load(heads_dir) if heads_dir.is_dir() else None
     if heads is None:
         log.warning("no classification heads in %s: comments get embeddings, topics and PII only", heads_dir)
-    return Pipeline(encoder, heads=heads, language=LanguageDetector())
+    language = LanguageDetector()
+    language.load()  # else on the first comment: lingua holds the GIL while it loads, stalling the event loop too
+    return Pipeline(encoder, heads=heads, language=language)
 
 
 def load_analyser(settings: Settings) -> Analyser:
@@ -57,7 +62,8 @@ def load_analyser(settings: Settings) -> Analyser:
 
 
 class ClassifierProvider:
-    """The process's classifier, loaded at start-up (in-process backend) or on first use (API beside workers)."""
+    """The process's classifier: loaded at start-up and warmed up in the background (in-process backend), or
+    loaded on first use (an API beside workers, which classify)."""
 
     def __init__(self, settings: Settings, factory: SessionFactory, analyser: Analyser | None) -> None:
         self._settings = settings
@@ -65,6 +71,7 @@ class ClassifierProvider:
         self._owned = analyser is None
         self._classifier = None if analyser is None else self._wrap(analyser)
         self._lock = asyncio.Lock()
+        self._warm_up: asyncio.Task[None] | None = None
 
     def _wrap(self, analyser: Analyser) -> Classifier:
         return Classifier(analyser, self._factory, other_threshold=self._settings.topic_other_threshold)
@@ -76,8 +83,37 @@ class ClassifierProvider:
                 self._classifier = self._wrap(await asyncio.to_thread(load_analyser, self._settings))
             return self._classifier
 
+    def start_warm_up(self) -> None:
+        """Fit the live taxonomy and run the model once, in the background; `ping` fails until that is done."""
+        self._warm_up = asyncio.create_task(self._warm(), name="switchboard-classifier-warm-up")
+
+    async def _warm(self) -> None:
+        classifier = await self.get()
+        while True:
+            try:
+                await classifier.warm_up()
+                log.info("classifier warmed up")
+                return
+            except Exception:
+                log.exception("classifier warm-up failed; retrying in %d s", WARM_UP_RETRY_SECONDS)
+                await asyncio.sleep(WARM_UP_RETRY_SECONDS)
+
+    async def ping(self) -> None:
+        """Readiness: raise while the warm-up runs (none is started when this process does not classify)."""
+        if self._warm_up is not None and not self._warm_up.done():
+            raise RuntimeError("warming up")
+
+    async def warmed_up(self) -> None:
+        """Wait until the warm-up (if one was started) is over."""
+        if self._warm_up is not None:
+            await asyncio.shield(self._warm_up)
+
     async def aclose(self) -> None:
-        """Release the model if this provider loaded it."""
+        """Stop warming up; release the model if this provider loaded it."""
+        if self._warm_up is not None:
+            self._warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_up
         if self._owned and self._classifier is not None:
             await self._classifier.aclose()
 
@@ -109,7 +145,9 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
         if settings.redis_url:
             queue = ArqQueue(settings.redis_url)  # workers classify; this process loads the model only if asked
         else:
+            # Loaded before serving (the language models hold the GIL while they load); warmed up while serving.
             classifier = await classifiers.get()
+            classifiers.start_warm_up()
 
             async def run_batch(job_ids: Sequence[uuid.UUID]) -> None:
                 await processing.process_jobs(factory, classifier, job_ids, settings=settings)

@@ -4,6 +4,12 @@ Rows are chained by hash: each row stores the previous row's hash and SHA-256(pr
 of its own content), so editing, deleting or inserting a row anywhere breaks verification from that row on.
 Appends are serialised (SQLite serialises writers; PostgreSQL takes a transaction-scoped advisory lock), so the
 chain order is the id order is the commit order.
+
+The chain's lock is always the last lock a transaction takes: `record` only flushes the audited change (taking
+its row locks) and keeps the event in the session; the events are chained and inserted in one step just before
+commit, after a final flush. A transaction holding the chain's lock therefore never waits for a row lock (it only
+inserts audit rows and commits), so no lock cycle can pass through it — whatever order requests and jobs lock
+their rows in. (Taking the chain's lock first instead would serialise every writing transaction on PostgreSQL.)
 """
 
 from __future__ import annotations
@@ -16,16 +22,18 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from service.database import dialect_name
 from service.models import AuditEvent
 from service.models.base import utcnow
 
 SYSTEM_ACTOR = "system"
 GENESIS: Final = "0" * 64  # the prev_hash of the first record
 _LOCK_KEY: Final = 0x5B_A0D1  # pg_advisory_xact_lock key of the audit chain
+_PENDING: Final = "audit_pending"  # session.info key: events recorded in this transaction, not yet written
 
 
 def canonical(
@@ -49,23 +57,14 @@ def chain_hash(prev_hash: str, record: bytes) -> str:
     return hashlib.sha256(prev_hash.encode() + record).hexdigest()
 
 
-def _hash_of(event: AuditEvent, prev_hash: str) -> str:
+def _hash_of(row: AuditEvent, prev_hash: str) -> str:
     return chain_hash(
         prev_hash,
         canonical(
-            at=event.at, actor=event.actor, action=event.action, target_type=event.target_type,
-            target_id=event.target_id, before=event.before, after=event.after,
+            at=row.at, actor=row.actor, action=row.action, target_type=row.target_type,
+            target_id=row.target_id, before=row.before, after=row.after,
         ),
     )  # fmt: skip
-
-
-async def _last_hash(session: AsyncSession) -> str:
-    if dialect_name(session) == "postgresql":
-        await session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
-    last = (
-        await session.execute(sa.select(col(AuditEvent.hash)).order_by(col(AuditEvent.id).desc()).limit(1))
-    ).scalar_one_or_none()
-    return last or GENESIS
 
 
 async def record(
@@ -78,19 +77,46 @@ async def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    """Append an audit event (never include comment bodies or secrets in before/after)."""
+    """Audit a change in the caller's transaction (never include comment bodies or secrets in before/after).
+
+    The change is flushed now; the event is written just before the transaction commits (see the module doc).
+    """
     # Round-trip through JSON now, so that the hash covers exactly what the database will give back.
     before = json.loads(json.dumps(before, default=str)) if before is not None else None
     after = json.loads(json.dumps(after, default=str)) if after is not None else None
     # Microseconds: what both databases keep.
-    event = AuditEvent(
+    pending = AuditEvent(
         at=utcnow(), actor=actor, action=action, target_type=target_type, target_id=target_id, before=before,
         after=after,
     )  # fmt: skip
-    event.prev_hash = await _last_hash(session)
-    event.hash = _hash_of(event, event.prev_hash)
-    session.add(event)
     await session.flush()
+    session.info.setdefault(_PENDING, []).append(pending)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_pending(session: Session) -> None:
+    """Chain and insert the transaction's audit events: the chain's lock is taken after every other lock."""
+    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    session.flush()  # the last row changes, and their row locks, before the chain's lock
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+    last = session.execute(
+        sa.select(col(AuditEvent.hash)).order_by(col(AuditEvent.id).desc()).limit(1)
+    ).scalar_one_or_none()
+    prev_hash = last or GENESIS
+    for one in pending:
+        one.prev_hash = prev_hash
+        one.hash = prev_hash = _hash_of(one, prev_hash)
+        session.add(one)
+        session.flush()  # one insert at a time: ids follow the chain
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    """A rolled-back change leaves no audit event."""
+    session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import audit
-from service.errors import BadRequest
+from service.inputs import UtcDatetime
 from service.models import AuditEvent
+from service.pagination import ColumnInt, decode_cursor, encode_cursor
 
 MAX_PAGE = 500
+_CURSOR: TypeAdapter[tuple[int]] = TypeAdapter(tuple[ColumnInt])  # the last record's id
 
 
 class AuditFilter(BaseModel):
@@ -26,8 +28,8 @@ class AuditFilter(BaseModel):
     action: str | None = Field(None, description="Actions starting with this, e.g. `queue_item.` or `api_key.revoked`.")
     target_type: str | None = Field(None, description="e.g. `queue_item`, `member`, `api_key`.")
     target_id: str | None = None
-    since: datetime | None = Field(None, description="At or after this time (UTC if no offset).")
-    until: datetime | None = Field(None, description="Before this time (UTC if no offset).")
+    since: UtcDatetime | None = Field(None, description="At or after this time (UTC if no offset).")
+    until: UtcDatetime | None = Field(None, description="Before this time (UTC if no offset).")
     limit: int = Field(100, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
 
@@ -66,12 +68,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _decode_cursor(cursor: str) -> int:
-    if not cursor.isdigit():
-        raise BadRequest("The cursor is not one this API returned.")
-    return int(cursor)
-
-
 async def search(session: AsyncSession, *, query: AuditFilter) -> AuditPage:
     """Audit records matching every given filter, newest (highest id) first."""
     stmt = sa.select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(query.limit + 1)
@@ -88,11 +84,16 @@ async def search(session: AsyncSession, *, query: AuditFilter) -> AuditPage:
     if query.until is not None:
         stmt = stmt.where(col(AuditEvent.at) < _utc(query.until))
     if query.cursor is not None:
-        stmt = stmt.where(col(AuditEvent.id) < _decode_cursor(query.cursor))
+        (before,) = decode_cursor(_CURSOR, query.cursor)
+        stmt = stmt.where(col(AuditEvent.id) < before)
     rows = list((await session.execute(stmt)).scalars())
     page, more = rows[: query.limit], len(rows) > query.limit
     items = [AuditEventPublic.model_validate(e, from_attributes=True) for e in page]
-    return AuditPage(items=items, next_cursor=str(page[-1].id) if more else None)
+    next_cursor = None
+    if more:
+        assert page[-1].id is not None  # a stored record has its id
+        next_cursor = encode_cursor(_CURSOR, (page[-1].id,))
+    return AuditPage(items=items, next_cursor=next_cursor)
 
 
 async def verify(session: AsyncSession) -> VerificationPublic:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from classifiers.pii import redact
 from classifiers.pipeline import Analyser, Analysis
 from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, TopicModel, TopicSpec, fingerprint
 from service import sources
-from service.database import SessionFactory
+from service.database import SessionFactory, release
 from service.errors import InvalidPayload
 from service.keys import Principal, require_role
 from service.models import Comment, Label, Role, Topic
@@ -65,8 +67,30 @@ async def topic_specs(session: AsyncSession) -> list[TopicSpec]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Taxonomy:
+    """The topics as one short read saw them, the fingerprint of that taxonomy, and the read's order."""
+
+    specs: list[TopicSpec]
+    fingerprint: str
+    # Reads are numbered as they start; the model kept for later callers is the latest read's. No caller depends
+    # on it for correctness: each gets the model of exactly the taxonomy it read.
+    generation: int
+
+
 class Classifier:
-    """An Analyser that also assigns the organisation's topic (an Analyser itself: processing uses it as one)."""
+    """An Analyser that also assigns the organisation's topic (an Analyser itself: processing uses it as one).
+
+    The topic model is refitted outside any database transaction: callers read the taxonomy in a short read
+    (`taxonomy`), end that transaction, and only then classify; the refit (embedding the examples, fitting the
+    regression) runs in the analyser's and a worker thread while the event loop and the database stay free.
+    A caller always gets the model of the taxonomy it read: during a refit it waits for the fresh model rather
+    than use the previous one, so classify, explain and processing never show a topic from a taxonomy that has
+    already changed (re-classification after a change must use the new one). Callers that read the same
+    taxonomy share one refit; the model kept for later callers is the one of the latest read, whichever refit
+    finishes first, so concurrent refits converge on the latest taxonomy. Examples whose text is unchanged keep
+    their embeddings from the previous model, so a refit embeds only what changed.
+    """
 
     def __init__(
         self, analyser: Analyser, factory: SessionFactory, *, other_threshold: float = DEFAULT_OTHER_THRESHOLD
@@ -77,36 +101,65 @@ class Classifier:
         self.model_version = analyser.model_version
         self._model: TopicModel | None = None
         self._fingerprint: str | None = None
-        self._lock = asyncio.Lock()
+        self._generation = 0  # of the taxonomy that self._model was fitted on
+        self._reads = itertools.count(1)
+        self._fits: dict[str, asyncio.Future[TopicModel]] = {}  # refits in progress, by fingerprint
+        self._wanted: dict[str, int] = {}  # the latest read waiting for each refit in progress
 
-    async def topic_model(self, session: AsyncSession) -> TopicModel:
-        """The fitted taxonomy, refitted if it changed since the last call."""
+    async def taxonomy(self, session: AsyncSession) -> Taxonomy:
+        """Read the live taxonomy (end the session's transaction before classifying: refits take seconds)."""
+        generation = next(self._reads)
         specs = await topic_specs(session)
-        current = fingerprint(specs)
-        async with self._lock:
-            if self._model is None or self._fingerprint != current:
-                texts, owners = TopicModel.examples_of(specs)
-                analyses = await self.analyser.analyse(texts) if texts else []
-                vectors = np.stack([a.embedding for a in analyses]) if analyses else np.zeros((0, 1), dtype=np.float32)
-                self._model = await asyncio.to_thread(  # fitting the regression takes up to a second or so
-                    TopicModel, specs, texts, owners, vectors, other_threshold=self.other_threshold, k=DEFAULT_K
-                )
-                self._fingerprint = current
-            return self._model
+        return Taxonomy(specs=specs, fingerprint=fingerprint(specs), generation=generation)
 
-    async def classify(self, session: AsyncSession, texts: Sequence[str]) -> list[Analysis]:
-        """Analyse texts and add their topics (reads the taxonomy through `session`)."""
+    async def topic_model(self, taxonomy: Taxonomy) -> TopicModel:
+        """The model fitted on exactly this taxonomy: the current one, a refit in progress, or a new refit."""
+        if self._model is not None and self._fingerprint == taxonomy.fingerprint:
+            return self._model
+        key = taxonomy.fingerprint
+        self._wanted[key] = max(self._wanted.get(key, 0), taxonomy.generation)
+        fit = self._fits.get(key)
+        if fit is None:
+            fit = self._fits[key] = asyncio.ensure_future(self._refit(taxonomy.specs, key))
+            fit.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved if nobody waits
+        return await asyncio.shield(fit)  # a caller that gives up does not cancel the others' refit
+
+    async def _refit(self, specs: list[TopicSpec], key: str) -> TopicModel:
+        try:
+            texts, owners = TopicModel.examples_of(specs)
+            known = {} if self._model is None else dict(zip(self._model.texts, self._model.vectors, strict=True))
+            missing = [t for t in dict.fromkeys(texts) if t not in known]
+            if missing:
+                known.update(zip(missing, (a.embedding for a in await self.analyser.analyse(missing)), strict=True))
+            vectors = np.stack([known[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+            model = await asyncio.to_thread(  # fitting the regression takes up to a second or so
+                TopicModel, specs, texts, owners, vectors, other_threshold=self.other_threshold, k=DEFAULT_K
+            )
+        finally:
+            del self._fits[key]
+            generation = self._wanted.pop(key)
+        if generation > self._generation:
+            self._model, self._fingerprint, self._generation = model, key, generation
+        return model
+
+    async def classify(self, texts: Sequence[str], taxonomy: Taxonomy) -> list[Analysis]:
+        """Analyse texts and add their topics under `taxonomy` (no database access: hold no transaction)."""
         analyses = await self.analyser.analyse(texts)
         if not analyses:
             return []
-        model = await self.topic_model(session)
+        model = await self.topic_model(taxonomy)
         topics = model.classify(np.stack([a.embedding for a in analyses]))
         return [dataclasses.replace(a, topic=t) for a, t in zip(analyses, topics, strict=True)]
 
     async def analyse(self, texts: Sequence[str]) -> list[Analysis]:
-        """Analyser protocol: classify with a session of our own."""
+        """Analyser protocol: read the taxonomy in a short session of our own, then classify outside it."""
         async with self.factory() as session:
-            return await self.classify(session, texts)
+            taxonomy = await self.taxonomy(session)
+        return await self.classify(texts, taxonomy)
+
+    async def warm_up(self) -> None:
+        """Run the whole path once (first inference, the live taxonomy's fit) so that no comment waits for it."""
+        await self.analyse(["Is the canteen open earlier for the night shift?"])
 
     async def aclose(self) -> None:
         """Close the wrapped analyser."""
@@ -203,11 +256,19 @@ class TopicPublic(BaseModel):
 
 
 class LanguagePublic(BaseModel):
-    """The comment's language and whether the heads were trained on it (if not, heads are null)."""
+    """The comment's language, and whether the heads read it: they are withheld (null) only when a language they
+    were not trained on is confidently detected."""
 
-    code: str
-    confidence: float
-    supported: bool
+    code: str = Field(
+        description="ISO 639-1 code, or 'und' when too short or too mixed to tell (e.g. '?', 'Okay.'): such texts "
+        "are treated as the organisation's main language and classified."
+    )
+    confidence: float = Field(description="The detector's confidence in `code` (0 for 'und').")
+    supported: bool = Field(
+        description="False exactly when another language than the heads' (English) is confidently detected: the "
+        "detector's best guess is that language and English is all but ruled out. Then every head is null; "
+        "otherwise (including 'und') the heads ran."
+    )
 
 
 class PiiPublic(BaseModel):
@@ -252,5 +313,7 @@ async def classify_texts(
     if data.source is not None:
         source_thresholds = (await sources.get_by_slug(session, data.source)).thresholds
     thresholds = thresholds_for(settings, source_thresholds)
-    analyses = await classifier.classify(session, data.texts)
+    taxonomy = await classifier.taxonomy(session)
+    await release(session)  # the model's work below needs no database: hold no connection or lock meanwhile
+    analyses = await classifier.classify(data.texts, taxonomy)
     return ClassifyResponse(results=[ClassificationPublic.model_validate(document(a, thresholds)) for a in analyses])

@@ -69,6 +69,16 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def release(session: AsyncSession) -> None:
+    """Commit what a request did so far and give its connection back, before slow work that needs no database.
+
+    For read-mostly use cases that then run the model (classify, explain): on SQLite an open transaction holds
+    the write lock (BEGIN IMMEDIATE) and the process's only connection, so every other request would wait for
+    the model. The session stays usable; a later statement begins a new transaction, committed by its owner.
+    """
+    await session.commit()
+
+
 async def insert_ignore(
     session: AsyncSession,
     table: sa.Table,

@@ -285,8 +285,31 @@ async def update_member(session: AsyncSession, *, member_id: str, data: MemberUp
     return view
 
 
+async def _check_not_a_lead(session: AsyncSession, member_id: str) -> None:
+    # SLA escalations go to the lead: a team must not lose its lead silently.
+    led = list(
+        (
+            await session.execute(
+                sa.select(col(Team.id))
+                .where(col(Team.lead_id) == member_id, col(Team.deleted_at).is_(None))
+                .order_by(col(Team.id))
+            )
+        ).scalars()
+    )
+    if led:
+        names = ", ".join(f"team '{team_id}'" for team_id in led)
+        raise InvalidState(
+            f"Member '{member_id}' leads {names}: give each another lead (or none) with "
+            "PATCH /v1/admin/teams/{id} first.",
+            teams=led,
+        )
+
+
 async def delete_member(session: AsyncSession, *, member_id: str, actor: str) -> None:
-    """Retire a member: out of teams, external ids freed, leads and delegations cleared, keys revoked (audited)."""
+    """Retire a member: out of teams, external ids freed, delegations cleared, keys revoked (audited).
+
+    409 while live rules assign to the member or the member leads a live team.
+    """
     await _serialise(session)
     # The teams before the member: routing writes team rows (last_assigned_id) and never member rows, so this
     # order cannot deadlock with it.
@@ -296,12 +319,7 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
                 sa.select(Team)
                 .where(
                     col(Team.deleted_at).is_(None),
-                    sa.or_(
-                        col(Team.lead_id) == member_id,
-                        col(Team.id).in_(
-                            sa.select(col(TeamMember.team_id)).where(col(TeamMember.member_id) == member_id)
-                        ),
-                    ),
+                    col(Team.id).in_(sa.select(col(TeamMember.team_id)).where(col(TeamMember.member_id) == member_id)),
                 )
                 .order_by(col(Team.id))
                 .with_for_update()
@@ -310,6 +328,7 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
     )
     member = await get_member(session, member_id, for_update=True)
     await _check_not_in_rules(session, member_id=member_id)
+    await _check_not_a_lead(session, member_id)
     before = _member_audit(await _member_view(session, member))
     now = utcnow()
     await items.unassign(session, actor=actor, now=now, reason=f"member {member_id} deleted", member_id=member_id)
@@ -318,8 +337,6 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
     teams_before = [_team_audit(v) for v in await _team_views(session, teams, team_ids)]
     await session.execute(sa.delete(TeamMember).where(col(TeamMember.member_id) == member_id))
     for team in teams:
-        if team.lead_id == member_id:
-            team.lead_id = None
         team.updated_at = now
     await session.flush()
     teams_after = await _team_views(session, teams, team_ids)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,116 +20,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import items, rules
+from service import items, placement, rules
 from service.database import dialect_name, insert_ignore, table
-from service.models import (
-    Comment,
-    CommentAnalysis,
-    ItemState,
-    Member,
-    MemberIdentity,
-    QueueItem,
-    Resolution,
-    Source,
-    Team,
-    TeamMember,
-    Thread,
-)
+from service.models import Comment, ItemState, QueueItem, Resolution, Team
 from service.models.queue import CLOSED_STATES, NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
-from service.routing import CompiledRuleset, Decision, Directory, Facts, MemberInfo, TeamInfo, route
+from service.placement import ROUTING_ACTOR, Context, Placer, facts_of, label_of, load_directory
+from service.routing import CompiledRuleset, Decision, Directory, MemberInfo
+
+__all__ = ["ROUTING_ACTOR", "Context", "Dispatcher", "due_at", "facts_of", "load_directory"]
 
 log = logging.getLogger(__name__)
 
-ROUTING_ACTOR = "routing"
 # Closed items a follow-up may reopen: not the ones closed as spam, duplicate or out of scope.
 REOPENABLE = (Resolution.answered, Resolution.answered_on_platform, Resolution.no_reply_needed)
-
-
-async def load_directory(session: AsyncSession) -> Directory:
-    """Members, teams, each member's current load and each team's round-robin position, for `route`."""
-    members = (await session.execute(sa.select(Member).where(col(Member.deleted_at).is_(None)))).scalars().all()
-    identities = (
-        await session.execute(
-            sa.select(col(MemberIdentity.member_id), col(Source.slug), col(MemberIdentity.external_id)).join(
-                Source, col(Source.id) == col(MemberIdentity.source_id)
-            )
-        )
-    ).all()
-    ids_of: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for member_id, slug, external_id in identities:
-        ids_of[member_id].add((slug, external_id))
-    teams = (await session.execute(sa.select(Team).where(col(Team.deleted_at).is_(None)))).scalars().all()
-    memberships = (
-        await session.execute(
-            sa.select(col(TeamMember.team_id), col(TeamMember.member_id)).order_by(
-                col(TeamMember.team_id), col(TeamMember.position)
-            )
-        )
-    ).all()
-    members_of: dict[str, list[str]] = defaultdict(list)
-    for team_id, member_id in memberships:
-        members_of[team_id].append(member_id)
-    load_rows = (
-        await session.execute(
-            sa.select(col(QueueItem.member_id), sa.func.count())
-            .where(
-                col(QueueItem.member_id).is_not(None),
-                col(QueueItem.state).in_([ItemState.open, ItemState.claimed, ItemState.escalated]),
-            )
-            .group_by(col(QueueItem.member_id))
-        )
-    ).all()
-    return Directory(
-        members={
-            m.id: MemberInfo(
-                id=m.id,
-                name=m.name,
-                capacity=m.capacity,
-                away_until=m.away_until,
-                delegate=m.delegate_id,
-                external_ids=frozenset(ids_of.get(m.id, ())),
-            )
-            for m in members
-        },
-        teams={
-            t.id: TeamInfo(
-                id=t.id,
-                name=t.name,
-                members=tuple(members_of.get(t.id, ())),
-                lead=t.lead_id,
-                strategy="least_loaded" if t.strategy == "least_loaded" else "round_robin",
-            )
-            for t in teams
-        },
-        load={member_id: int(n) for member_id, n in load_rows if member_id is not None},
-        last_assigned={t.id: t.last_assigned_id for t in teams if t.last_assigned_id},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """One comment with what routing needs to know about it."""
-
-    comment: Comment
-    thread: Thread | None
-    source_slug: str
-    classification: Mapping[str, Any] | None
-
-
-def facts_of(ctx: Context) -> Facts:
-    """What the rules see of a comment."""
-    thread = ctx.thread
-    return Facts(
-        source=ctx.source_slug,
-        text=ctx.comment.body,
-        channel=thread.channel if thread else None,
-        thread_kind=thread.kind if thread else None,
-        thread_author=thread.author_external_id if thread else None,
-        author=ctx.comment.author_external_id,
-        author_department=ctx.comment.author_department,
-        is_reply=ctx.comment.parent_external_id is not None,
-        classification=ctx.classification,
-    )
 
 
 def due_at(received_at: datetime, sla: timedelta | None) -> datetime | None:
@@ -139,27 +40,19 @@ def due_at(received_at: datetime, sla: timedelta | None) -> datetime | None:
     return received_at + sla if sla is not None else None
 
 
-def _label(doc: Mapping[str, Any] | None, head: str) -> str | None:
-    value = (doc or {}).get(head)
-    if isinstance(value, Mapping):
-        label = value.get("label")
-        return str(label) if label is not None else None
-    return None
-
-
-def _topic(doc: Mapping[str, Any] | None) -> str | None:
-    return _label(doc, "topic")
-
-
 class Dispatcher:
     """Routes a batch of processed comments within one transaction (the directory and rules are read once)."""
 
     def __init__(self, session: AsyncSession, directory: Directory, ruleset: CompiledRuleset, *, now: datetime):
         self.session = session
-        self.directory = directory
-        self.ruleset = ruleset
+        self.placer = Placer(directory, ruleset, now=now)
         self.now = now
         self._lock = dialect_name(session) == "postgresql"
+
+    @property
+    def directory(self) -> Directory:
+        """The directory as this batch has left it (loads and round-robin positions move on)."""
+        return self.placer.directory
 
     @classmethod
     async def open(cls, session: AsyncSession, *, now: datetime) -> Dispatcher:
@@ -167,20 +60,8 @@ class Dispatcher:
         return cls(session, await load_directory(session), await rules.compiled(session), now=now)
 
     async def context(self, comment_id: uuid.UUID) -> Context | None:
-        """Load a comment, its thread, source and classification (None if gone)."""
-        row = (
-            await self.session.execute(
-                sa.select(Comment, Thread, col(Source.slug), col(CommentAnalysis.classification))
-                .join(Source, col(Source.id) == col(Comment.source_id))
-                .outerjoin(Thread, col(Thread.id) == col(Comment.thread_id))
-                .outerjoin(CommentAnalysis, col(CommentAnalysis.comment_id) == col(Comment.id))
-                .where(col(Comment.id) == comment_id)
-            )
-        ).first()
-        if row is None:
-            return None
-        comment, thread, slug, classification = row
-        return Context(comment=comment, thread=thread, source_slug=slug, classification=classification)
+        """Load a comment, its thread, source and classification as corrected (None if gone)."""
+        return (await placement.contexts(self.session, [comment_id])).get(comment_id)
 
     async def dispatch(self, comment_id: uuid.UUID) -> QueueItem | None:
         """Create or update the comment's queue item (None for a deleted comment)."""
@@ -196,7 +77,7 @@ class Dispatcher:
                 await self._resolve_answered(target, ctx)
             return await self._insert(ctx, self._decide(ctx), closed=Resolution.staff_reply)
         original = await self._follow_up_of(ctx)
-        if original is not None and _label(ctx.classification, "needs_answer") != "no_answer":
+        if original is not None and label_of(ctx.classification, "needs_answer") != "no_answer":
             await items.transition(
                 self.session, original, actor=ROUTING_ACTOR, action="reopened", now=self.now, state=ItemState.open,
                 note=f"follow-up comment {ctx.comment.id} from the original author",
@@ -214,7 +95,7 @@ class Dispatcher:
         return item
 
     def _decide(self, ctx: Context) -> Decision:
-        return route(facts_of(ctx), self.ruleset, self.directory, now=self.now)
+        return self.placer.decide(ctx)
 
     async def _item_of(self, comment_id: uuid.UUID) -> QueueItem | None:
         stmt = sa.select(QueueItem).where(col(QueueItem.comment_id) == comment_id)
@@ -237,8 +118,8 @@ class Dispatcher:
             "due_at": due,
             "sort_due": due or NO_DUE,
             "channel": ctx.thread.channel if ctx.thread else None,
-            "topic": _topic(ctx.classification),
-            "sentiment": _label(ctx.classification, "sentiment"),
+            "topic": label_of(ctx.classification, "topic"),
+            "sentiment": label_of(ctx.classification, "sentiment"),
         }
 
     async def _insert(self, ctx: Context, decision: Decision, *, closed: Resolution | None) -> QueueItem | None:
@@ -274,43 +155,13 @@ class Dispatcher:
                 await self.session.execute(
                     sa.update(Team).where(col(Team.id) == decision.team).values(last_assigned_id=decision.member)
                 )
-            self._count_load(decision)
+            self.placer.placed(decision, state=state)  # later comments of the batch see this assignment
         return item
 
-    def _count_load(self, decision: Decision) -> None:
-        # Later comments of the same batch see this assignment (least-loaded and round robin stay fair).
-        assert decision.member is not None
-        load = dict(self.directory.load)
-        load[decision.member] = load.get(decision.member, 0) + 1
-        last = dict(self.directory.last_assigned)
-        if decision.team and decision.assigned_by == "round_robin":
-            last[decision.team] = decision.member
-        self.directory = Directory(
-            members=self.directory.members, teams=self.directory.teams, load=load, last_assigned=last
-        )
-
     async def _reroute(self, item: QueueItem, ctx: Context) -> QueueItem:
-        """An edited or re-classified comment: refresh its item. Owners chosen by people or holding a claim stay."""
-        if not items.is_waiting(item):
-            item.topic, item.sentiment = _topic(ctx.classification), _label(ctx.classification, "sentiment")
-            await self.session.flush()
-            return item
-        decision = self._decide(ctx)
-        changes = self._fields(ctx, decision)
-        keep_owner = item.manually_assigned or item.state in (ItemState.claimed, ItemState.escalated)
-        if not keep_owner:
-            changes["member_id"], changes["team_id"] = decision.member, decision.team
-        if item.escalated_at is not None:  # the deadline it missed stays missed
-            changes.pop("due_at"), changes.pop("sort_due")
-        moved = any(getattr(item, k) != v for k, v in changes.items() if k in ("member_id", "team_id", "priority"))
-        if not moved:
-            for name, value in changes.items():
-                setattr(item, name, value)
-            await self.session.flush()
-            return item
-        return await items.transition(
-            self.session, item, actor=ROUTING_ACTOR, action="rerouted", now=self.now, note=decision.reason, **changes
-        )
+        """An edited, re-classified or corrected comment: move its item only if the routing decision changed."""
+        await self.placer.apply(self.session, self.placer.plan(item, ctx), actor=ROUTING_ACTOR)
+        return item
 
     # --- threads answer themselves -------------------------------------------------------------------------
 
@@ -460,6 +311,26 @@ async def dispatch_comments(session: AsyncSession, comment_ids: Sequence[uuid.UU
     dispatcher = await Dispatcher.open(session, now=now)
     for comment_id in comment_ids:
         await dispatcher.dispatch(comment_id)
+
+
+async def reroute_comment(session: AsyncSession, comment_id: uuid.UUID, *, now: datetime) -> QueueItem | None:
+    """A responder corrected the comment's labels: show them on its item, and move it if the route changed."""
+    dispatcher = await Dispatcher.open(session, now=now)
+    item = await dispatcher._item_of(comment_id)
+    ctx = await dispatcher.context(comment_id)
+    if item is None or ctx is None or ctx.comment.deleted_at is not None:
+        return item
+    return await dispatcher._reroute(item, ctx)
+
+
+async def release(session: AsyncSession, item: QueueItem, *, actor: str, now: datetime) -> QueueItem:
+    """Approve a held item: it goes where the rules send it if it had not been held (the first matching rule that
+    does not hold), its SLA counting from now; routing leaves it there from then on."""
+    dispatcher = await Dispatcher.open(session, now=now)
+    ctx = await dispatcher.context(item.comment_id)
+    assert ctx is not None  # an item's comment is never removed, only marked deleted
+    await dispatcher.placer.apply(session, dispatcher.placer.release(item, ctx), actor=actor, action="approved")
+    return item
 
 
 async def close_for_deleted_comment(session: AsyncSession, comment_id: uuid.UUID, *, now: datetime) -> None:

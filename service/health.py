@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,10 +14,16 @@ from service.jobs import JobQueue
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
-async def check(engine: AsyncEngine, queue: JobQueue) -> dict[str, str]:
-    """'ok' per dependency, or NotReady naming the ones that failed."""
+class Probe(Protocol):
+    """Something that raises unless it is ready."""
+
+    async def ping(self) -> None: ...
+
+
+async def check(engine: AsyncEngine, queue: JobQueue, classifier: Probe) -> dict[str, str]:
+    """'ok' per dependency (and the classifier's warm-up), or NotReady naming the ones that failed."""
     results: dict[str, str] = {}
-    for name, probe in (("database", ping(engine)), ("queue", queue.ping())):
+    for name, probe in (("classifier", classifier.ping()), ("database", ping(engine)), ("queue", queue.ping())):
         try:
             await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
             results[name] = "ok"

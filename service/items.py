@@ -13,7 +13,10 @@ from service import audit
 from service.models import ItemState, QueueItem
 from service.models.queue import WAITING_STATES
 
-_AUDITED = ("state", "member_id", "team_id", "claimed_by", "priority", "resolution", "snoozed_until", "due_at")
+_AUDITED = (
+    "state", "member_id", "team_id", "claimed_by", "priority", "resolution", "snoozed_until", "due_at", "no_reply",
+    "tags", "rule_id",
+)  # fmt: skip
 
 
 def audit_view(item: QueueItem) -> dict[str, Any]:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import audit
-from service.errors import BadRequest, InvalidState, NotFound
+from service.errors import InvalidState, NotFound
 from service.models import Job, JobState
 from service.models.base import utcnow
+from service.pagination import decode_cursor, encode_cursor
 
 MAX_PAGE = 500
+# A page's cursor: the last job's (created_at, id).
+_CURSOR: TypeAdapter[tuple[datetime, uuid.UUID]] = TypeAdapter(tuple[AwareDatetime, uuid.UUID])
 
 
 class JobPublic(BaseModel):
@@ -47,29 +49,18 @@ def _public(job: Job) -> JobPublic:
     return JobPublic.model_validate(job, from_attributes=True)
 
 
-def _encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(job_id)
-    except ValueError:
-        raise BadRequest("The cursor is not one this API returned.") from None
-
-
 async def list_jobs(session: AsyncSession, *, state: JobState | None, limit: int, cursor: str | None) -> JobPage:
     """Jobs, newest first, optionally in one state."""
     stmt = sa.select(Job).order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(min(limit, MAX_PAGE) + 1)
     if state is not None:
         stmt = stmt.where(col(Job.state) == state)
     if cursor is not None:
-        at, job_id = _decode_cursor(cursor)
+        at, job_id = decode_cursor(_CURSOR, cursor)
         stmt = stmt.where(sa.tuple_(col(Job.created_at), col(Job.id)) < sa.tuple_(at, job_id))
     rows = list((await session.execute(stmt)).scalars())
     page, more = rows[:limit], len(rows) > limit
-    return JobPage(items=[_public(j) for j in page], next_cursor=_encode_cursor(page[-1]) if more else None)
+    next_cursor = encode_cursor(_CURSOR, (page[-1].created_at, page[-1].id)) if more else None
+    return JobPage(items=[_public(j) for j in page], next_cursor=next_cursor)
 
 
 async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tuple[JobPublic, list[uuid.UUID]]:

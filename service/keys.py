@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,8 @@ from service.database import insert_ignore, table
 from service.errors import Forbidden, Unauthenticated
 from service.models import ApiKey, Role
 from service.models.base import utcnow
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sbk_"
 _LAST_USED_RESOLUTION_SECONDS = 60  # don't write a row on every request just to say it was used
@@ -85,6 +88,8 @@ async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) 
     """Make sure a key with exactly this value exists with this role (bootstrap admin key).
 
     Several API processes start at once: the insert is ON CONFLICT DO NOTHING, so exactly one of them creates it.
+    A key that was revoked, or rotated and past its grace period, stays so: an admin retired it on purpose, and a
+    restart must not bring it back (a warning says so; set a new value to bootstrap a new key).
     """
     created = await insert_ignore(
         session,
@@ -103,9 +108,14 @@ async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) 
             target_id=key.prefix,
             after={"name": name, "role": role},
         )
-    elif key.role != role or key.revoked_at is not None:
+    elif key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
+        log.warning(
+            "the bootstrap admin key %s... was revoked or rotated; it stays unusable. Set "
+            "SWITCHBOARD_BOOTSTRAP_ADMIN_KEY to a new value (or unset it) to stop this warning",
+            key.prefix,
+        )
+    elif key.role != role:
         key.role = role
-        key.revoked_at = None
         await session.flush()
     return key
 

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.topics import OTHER
-from service import queue, reclassify
+from service import dispatch, queue, reclassify
 from service.errors import InvalidPayload, NotFound
 from service.keys import Principal, require_role
 from service.models import Comment, Label, Role, Topic
@@ -28,7 +28,7 @@ class LabelCreate(BaseModel):
 
     topic: str | None = Field(None, max_length=100, description="A topic's name, or 'other'.")
     sentiment: Literal["negative", "neutral", "positive"] | None = None
-    flags: dict[Flag, bool] | None = Field(None, description="e.g. {'offensive': false, 'needs_answer': true}")
+    flags: dict[Flag, StrictBool] | None = Field(None, description="e.g. {'offensive': false, 'needs_answer': true}")
 
     @model_validator(mode="after")
     def _something(self) -> LabelCreate:
@@ -50,9 +50,11 @@ class LabelPublic(BaseModel):
 
 
 async def correct(
-    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelCreate, principal: Principal, settings: Settings
-) -> tuple[LabelPublic, list[uuid.UUID]]:
-    """Record a correction; a topic correction joins that topic's examples at the classifier's next refit."""
+    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelCreate, principal: Principal, settings: Settings,
+    now: datetime,
+) -> tuple[LabelPublic, list[uuid.UUID]]:  # fmt: skip
+    """Record a correction: its item shows it and is re-routed if the route changes (as re-classification would);
+    a topic correction also joins that topic's examples at the classifier's next refit."""
     require_role(principal, Role.admin, Role.responder)
     comment = await session.get(Comment, comment_id)
     # Responders correct what reaches their queues; anything else does not exist for them.
@@ -80,5 +82,6 @@ async def correct(
     )
     session.add(label)
     await session.flush()
+    await dispatch.reroute_comment(session, comment_id, now=now)
     job_ids = await reclassify.enqueue_recent(session, settings=settings) if topic is not None else []
     return LabelPublic.model_validate(label, from_attributes=True), job_ids

@@ -8,22 +8,20 @@ exactly one of any number of concurrent callers wins; claim-next skips rows anot
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.pii import redact
-from service import audit, directory, items
+from service import audit, directory, dispatch, items, placement
 from service.database import dialect_name, table
 from service.errors import InvalidPayload, InvalidState, ItemAlreadyClaimed, NotFound
+from service.inputs import UtcDatetime
 from service.keys import Principal, require_role
 from service.models import (
     AuditEvent,
@@ -39,6 +37,7 @@ from service.models import (
     Thread,
 )
 from service.models.queue import WAITING_STATES, Priority
+from service.pagination import ColumnInt, decode_cursor, encode_cursor
 from service.settings import Settings
 
 EXCERPT_CHARS = 200
@@ -46,7 +45,7 @@ MAX_PAGE = 200
 MAX_SNOOZE = timedelta(days=30)
 CONTEXT_COMMENTS = 20
 CLAIMABLE = (ItemState.open, ItemState.escalated)
-DEFAULT_STATES = (ItemState.open, ItemState.claimed, ItemState.escalated)
+DEFAULT_STATES = (ItemState.open, ItemState.claimed, ItemState.escalated)  # and held items the caller moderates
 ResolveReason = Literal["answered_on_platform", "no_reply_needed", "duplicate", "spam", "out_of_scope"]
 Scope = Literal["all", "mine", "teams"]
 
@@ -90,7 +89,7 @@ class QueueItemPublic(BaseModel):
 
 
 class QueuePage(BaseModel):
-    """One page of the queue, most urgent first (priority, then due time)."""
+    """One page of the queue, most urgent first (held items, then priority, then due time)."""
 
     items: list[QueueItemPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; None on the last page.")
@@ -161,7 +160,8 @@ class QueueItemDetail(QueueItemPublic):
     thread: ThreadView | None
     thread_context: list[ContextComment]
     classification: dict[str, Any] | None = Field(
-        description="As POST /v1/classify returns it (with nearest examples)."
+        description="As POST /v1/classify returns it (with nearest examples), with responders' corrections applied: "
+        "a corrected head names who corrected it in `corrected_by`."
     )
     replies: list[ReplyView]
     history: list[HistoryEntry]
@@ -199,7 +199,7 @@ class SnoozeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    until: datetime = Field(description="Hidden from the queue and claim-next until then (at most 30 days).")
+    until: UtcDatetime = Field(description="Hidden from the queue and claim-next until then (at most 30 days).")
 
 
 class QueueFilter(BaseModel):
@@ -208,7 +208,11 @@ class QueueFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Scope = "all"
-    state: list[ItemState] | None = None
+    state: list[ItemState] | None = Field(
+        None,
+        description="Only items in these states. Default: open, claimed and escalated items, and the items held "
+        "for moderation for one of your teams (or assigned to you).",
+    )
     priority: list[Priority] | None = None
     topic: str | None = None
     sentiment: str | None = None
@@ -251,6 +255,12 @@ class Viewer:
             return sa.true()
         return sa.or_(mine, teams) if self.member_id else sa.false()
 
+    def moderates(self) -> sa.ColumnElement[bool]:
+        """SQL: the items whose moderation is this caller's work: held for one of their teams or assigned to them."""
+        if self.member_id is None:
+            return sa.false()
+        return sa.or_(col(QueueItem.team_id).in_(self.teams), col(QueueItem.member_id) == self.member_id)
+
     def sees(self, item: QueueItem) -> bool:
         """May this caller see the item?"""
         if self.is_admin:
@@ -272,17 +282,23 @@ _SORT_DUE_TYPE = table(QueueItem).c.sort_due.type
 # --- reading -----------------------------------------------------------------------------------------------
 
 
+# The list's order: held items first (moderation blocks everything else about them), then priority and due time.
+_NOT_HELD = sa.case((col(QueueItem.state) == ItemState.held.value, 0), else_=1)
+
+
+# A page's cursor: the last item's sort key (not held, priority rank, due time, id).
+_CURSOR: TypeAdapter[tuple[int, int, datetime, uuid.UUID]] = TypeAdapter(
+    tuple[ColumnInt, ColumnInt, AwareDatetime, uuid.UUID]
+)
+
+
 def _encode_cursor(item: QueueItem) -> str:
-    raw = json.dumps([item.priority_rank, item.sort_due.isoformat(), str(item.id)])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    not_held = int(item.state != ItemState.held.value)
+    return encode_cursor(_CURSOR, (not_held, item.priority_rank, item.sort_due, item.id))
 
 
-def _decode_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
-    try:
-        rank, due, item_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return int(rank), datetime.fromisoformat(due), uuid.UUID(item_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidPayload("The cursor is not one this API returned.") from exc
+def _decode_cursor(cursor: str) -> tuple[int, int, datetime, uuid.UUID]:
+    return decode_cursor(_CURSOR, cursor)
 
 
 def _public(item: QueueItem, *, source: str, body: str, now: datetime) -> QueueItemPublic:
@@ -321,14 +337,24 @@ def _public(item: QueueItem, *, source: str, body: str, now: datetime) -> QueueI
 
 
 async def list_items(session: AsyncSession, *, principal: Principal, query: QueueFilter, now: datetime) -> QueuePage:
-    """The caller's queue, most urgent first, one page at a time."""
+    """The caller's queue, most urgent first (held items first), one page at a time.
+
+    By default: open, claimed and escalated items, and the held items the caller moderates (`Viewer.moderates`).
+    """
     viewer = await Viewer.of(session, principal)
-    states = query.state or list(DEFAULT_STATES)
+    shown: sa.ColumnElement[bool]
+    if query.state:
+        shown = col(QueueItem.state).in_([s.value for s in query.state])
+    else:
+        shown = sa.or_(
+            col(QueueItem.state).in_([s.value for s in DEFAULT_STATES]),
+            sa.and_(col(QueueItem.state) == ItemState.held.value, viewer.moderates()),
+        )
     stmt = (
         sa.select(QueueItem, col(Source.slug), col(Comment.body))
         .join(Source, col(Source.id) == col(QueueItem.source_id))
         .join(Comment, col(Comment.id) == col(QueueItem.comment_id))
-        .where(viewer.condition(query.scope), col(QueueItem.state).in_([s.value for s in states]))
+        .where(viewer.condition(query.scope), shown)
     )
     if query.priority:
         stmt = stmt.where(col(QueueItem.priority).in_([p.value for p in query.priority]))
@@ -350,12 +376,18 @@ async def list_items(session: AsyncSession, *, principal: Principal, query: Queu
     if not query.include_snoozed:
         stmt = stmt.where(sa.or_(col(QueueItem.snoozed_until).is_(None), col(QueueItem.snoozed_until) <= now))
     if query.cursor:
-        rank, due, item_id = _decode_cursor(query.cursor)
-        key = sa.tuple_(col(QueueItem.priority_rank), col(QueueItem.sort_due), col(QueueItem.id))
+        not_held, rank, due, item_id = _decode_cursor(query.cursor)
+        key = sa.tuple_(_NOT_HELD, col(QueueItem.priority_rank), col(QueueItem.sort_due), col(QueueItem.id))
         stmt = stmt.where(
-            key > sa.tuple_(sa.literal(rank), sa.literal(due, _SORT_DUE_TYPE), sa.literal(item_id, sa.Uuid()))
+            key
+            > sa.tuple_(
+                sa.literal(not_held),
+                sa.literal(rank),
+                sa.literal(due, _SORT_DUE_TYPE),
+                sa.literal(item_id, sa.Uuid()),
+            )
         )
-    stmt = stmt.order_by(col(QueueItem.priority_rank), col(QueueItem.sort_due), col(QueueItem.id)).limit(
+    stmt = stmt.order_by(_NOT_HELD, col(QueueItem.priority_rank), col(QueueItem.sort_due), col(QueueItem.id)).limit(
         query.limit + 1
     )
     rows = (await session.execute(stmt)).all()
@@ -399,6 +431,15 @@ async def _source_and_body(session: AsyncSession, item: QueueItem) -> tuple[str,
 async def _public_of(session: AsyncSession, item: QueueItem, now: datetime) -> QueueItemPublic:
     slug, comment = await _source_and_body(session, item)
     return _public(item, source=slug, body=comment.body, now=now)
+
+
+async def _as_corrected(
+    session: AsyncSession, comment_id: uuid.UUID, doc: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The classification with responders' corrections applied (what routing used)."""
+    labels = (await placement.labels_of(session, [comment_id])).get(comment_id, [])
+    shown, _ = placement.corrected(doc, labels)
+    return None if shown is None else dict(shown)
 
 
 async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUID, now: datetime) -> QueueItemDetail:
@@ -451,7 +492,7 @@ async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUI
         comment=CommentView.model_validate(comment, from_attributes=True),
         thread=ThreadView.model_validate(thread, from_attributes=True) if thread is not None else None,
         thread_context=context,
-        classification=analysis.classification if analysis is not None else None,
+        classification=None if analysis is None else await _as_corrected(session, comment.id, analysis.classification),
         replies=[
             ReplyView(
                 id=r.id, member=r.member_id, body=r.body, delivery_state=r.delivery_state, created_at=r.created_at
@@ -687,10 +728,11 @@ async def snooze(
 
 
 async def approve(session: AsyncSession, *, principal: Principal, item_id: uuid.UUID, now: datetime) -> QueueItemPublic:
-    """Let an item held for moderation into the queue."""
+    """Let an item held for moderation into the queue: to where the rules send it if it had not been held (the
+    first matching rule that does not hold), its SLA counting from now."""
     viewer = await Viewer.of(session, principal)
     item = await _visible(session, viewer, item_id, lock=True)
     if item.state != ItemState.held.value:
         raise InvalidState(f"The item is {item.state}, not held.")
-    await items.transition(session, item, actor=viewer.actor, action="approved", now=now, state=ItemState.open)
+    await dispatch.release(session, item, actor=viewer.actor, now=now)
     return await _public_of(session, item, now)

@@ -1,49 +1,46 @@
 """Simulate a rule or threshold change on stored comments before applying it, and re-route for real after.
 
-A simulation replays the comments of a window (last N, or a time range; default the last 30 days) through the
-live rules and through the draft, both from the same starting directory, and reports the difference: items
-moving between owners, load per owner and team, SLA hours committed, held and no-reply items, a sample of moved
-comments with both reasons. It reads only: the result is stored in its own row.
+A simulation takes the items of a window (last N, or a time range; default the last 30 days) and reports where
+they are now and where re-routing them with the draft would put them: items re-routed and moved between owners,
+load per owner and team, SLA hours committed, held and no-reply items, a sample of moved comments with both
+reasons. Closed items and those a person has in hand stay where they are, as they would. It reads only: the
+result is stored in its own row.
 
-`replay` is the one function that turns a sequence of comments into decisions (round-robin positions and loads
-evolve as the items are placed); `reroute` uses it too, so what a simulation shows is what applying it does.
+`replan` is the one function that turns the window into plans (service.placement: the same exclusions, the same
+rules for moving an item, round-robin positions and loads evolving as items are placed); `reroute` applies
+exactly those plans with the live rules, so once a simulated draft is live, reroute over the same window and
+live state does what the simulation showed, item for item (`rerouted`, `moved`, `kept` and each placement).
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.pii import redact
-from service import items, rules
-from service.classification import BINARY_HEADS, decide
+from service import placement, rules
 from service.database import SessionFactory, transaction
-from service.dispatch import Context, due_at, load_directory
-from service.errors import InvalidPayload, NotFound
+from service.errors import InvalidPayload, NotFound, summarise
+from service.inputs import UtcDatetime
 from service.models import (
     Comment,
     CommentAnalysis,
-    ItemState,
     QueueItem,
     Simulation,
     SimulationState,
-    Source,
-    Thread,
 )
 from service.models.base import utcnow
-from service.models.queue import NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
-from service.routing import CompiledRuleset, Decision, Directory, RulesetIn, compile_ruleset, route
+from service.placement import Context, Placer, Plan, load_directory
+from service.routing import CompiledRuleset, RulesetIn, compile_ruleset
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,9 +60,9 @@ class Window(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    last: int | None = Field(None, ge=1, description="The most recent N processed comments.")
-    since: datetime | None = Field(None, description="Comments received from this time (default: 30 days ago).")
-    until: datetime | None = Field(None, description="... up to this time (default: now).")
+    last: int | None = Field(None, ge=1, strict=True, description="The most recent N processed comments.")
+    since: UtcDatetime | None = Field(None, description="Comments received from this time (default: 30 days ago).")
+    until: UtcDatetime | None = Field(None, description="... up to this time (default: now).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Window:
@@ -77,7 +74,7 @@ class Window(BaseModel):
         return self
 
 
-Thresholds = dict[Literal["offensive", "hate", "needs_answer"], float]
+Thresholds = dict[Literal["offensive", "hate", "needs_answer"], StrictFloat]
 
 
 class SimulateIn(BaseModel):
@@ -109,7 +106,11 @@ class SimulationPublic(BaseModel):
     base_version: int = Field(description="The live rules version the draft was compared with.")
     window: dict[str, Any]
     comments: int
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(
+        description="Where the window's items are (`before`) and where re-routing them with the draft puts them "
+        "(`after`): `rerouted`, `moved` and `kept` are what POST /v1/admin/rules/reroute reports once the draft is "
+        "live (closed items and those a person claimed, snoozed, approved or reassigned stay where they are)."
+    )
     error: str | None
     created_by: str
     created_at: datetime
@@ -129,76 +130,22 @@ class RerouteResult(BaseModel):
 
     ruleset_version: int
     comments: int
-    rerouted: int = Field(description="Items whose owner, team, priority or due time changed.")
-    kept: int = Field(description="Waiting items left as they were: claimed, escalated or assigned by a person.")
+    rerouted: int = Field(
+        description="Items whose handling changed (owner, team, priority, due time, hold, no-reply or tags; another "
+        "rule alone is no change), each with one audit event; a simulation's `rerouted` predicts it."
+    )
+    moved: int = Field(description="... of which changed owner (a simulation's `moved`).")
+    kept: int = Field(
+        description="Waiting items left alone: claimed, snoozed, approved, reassigned by a person, or escalated."
+    )
 
 
-# --- replay ------------------------------------------------------------------------------------------------
+# --- replan -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A comment of the window, with its queue item as it is now (None: not placed yet)."""
-
-    ctx: Context
-    item: QueueItem | None
-
-    @property
-    def movable(self) -> bool:
-        """Re-routing may give it a new owner: waiting, and neither claimed, escalated nor assigned by a person."""
-        item = self.item
-        if item is None:
-            return True
-        return (
-            item.state in (ItemState.held.value, ItemState.open.value)
-            and not item.manually_assigned
-            and item.claimed_by is None
-        )
-
-    @property
-    def waiting(self) -> bool:
-        """Counts in its owner's load."""
-        return self.item is None or self.item.state in [s.value for s in WAITING_STATES]
-
-
-def with_thresholds(doc: Mapping[str, Any] | None, thresholds: Mapping[str, float] | None) -> Mapping[str, Any] | None:
-    """The classification as it would read under other thresholds of the binary heads (from the stored scores)."""
-    if doc is None or not thresholds:
-        return doc
-    changed = dict(doc)
-    for name in BINARY_HEADS:
-        head = doc.get(name)
-        if name in thresholds and isinstance(head, Mapping) and isinstance(head.get("scores"), Mapping):
-            changed[name] = {**head, "label": decide(name, str(head.get("label")), head["scores"], thresholds)}
-    return changed
-
-
-def replay(
-    entries: Sequence[Entry],
-    ruleset: CompiledRuleset,
-    directory: Directory,
-    *,
-    now: datetime,
-    thresholds: Mapping[str, float] | None = None,
-) -> tuple[list[Decision], Directory]:
-    """Route the entries in order, placing each as re-routing would (loads and round robin evolve)."""
-    from service.dispatch import facts_of
-
-    decisions = []
-    for entry in entries:
-        ctx = entry.ctx
-        if thresholds:
-            ctx = replace(ctx, classification=with_thresholds(ctx.classification, thresholds))
-        decision = route(facts_of(ctx), ruleset, directory, now=now)
-        decisions.append(decision)
-        if entry.movable and entry.waiting and decision.member:
-            load = dict(directory.load)
-            load[decision.member] = load.get(decision.member, 0) + 1
-            last = dict(directory.last_assigned)
-            if decision.team and decision.assigned_by == "round_robin":
-                last[decision.team] = decision.member
-            directory = replace(directory, load=load, last_assigned=last)
-    return decisions, directory
+def replan(placer: Placer, entries: Sequence[tuple[Context, QueueItem | None]]) -> list[tuple[Context, Plan | None]]:
+    """Plan the window's items in order (None: a comment without an item); the placer's directory moves on."""
+    return [(ctx, None if item is None else placer.plan(item, ctx)) for ctx, item in entries]
 
 
 # --- the window --------------------------------------------------------------------------------------------
@@ -240,60 +187,16 @@ async def window_ids(session: AsyncSession, window: Mapping[str, Any], *, limit:
     return list(reversed((await session.execute(stmt)).scalars().all()))
 
 
-async def load_entries(session: AsyncSession, comment_ids: Sequence[uuid.UUID]) -> list[Entry]:
-    """The comments with their thread, source, stored classification and queue item, in the given order."""
-    found: dict[uuid.UUID, Entry] = {}
-    for start in range(0, len(comment_ids), CHUNK):
-        chunk = comment_ids[start : start + CHUNK]
-        rows = await session.execute(
-            sa.select(Comment, Thread, col(Source.slug), col(CommentAnalysis.classification), QueueItem)
-            .join(Source, col(Source.id) == col(Comment.source_id))
-            .join(CommentAnalysis, col(CommentAnalysis.comment_id) == col(Comment.id))
-            .outerjoin(Thread, col(Thread.id) == col(Comment.thread_id))
-            .outerjoin(QueueItem, col(QueueItem.comment_id) == col(Comment.id))
-            .where(col(Comment.id).in_(chunk))
-        )
-        for comment, thread, slug, classification, item in rows.all():
-            ctx = Context(comment=comment, thread=thread, source_slug=slug, classification=classification)
-            found[comment.id] = Entry(ctx=ctx, item=item)
-    return [found[i] for i in comment_ids if i in found]
-
-
 # --- the comparison ----------------------------------------------------------------------------------------
 
 
-def owner(decision: Decision) -> str:
-    """Who an item would belong to: a member, a team's pool, or nobody."""
-    if decision.member:
-        return f"member:{decision.member}"
-    if decision.team:
-        return f"team:{decision.team}"
-    return "unassigned"
-
-
-def _side(decision: Decision) -> dict[str, Any]:
-    return {
-        "owner": owner(decision),
-        "member": decision.member,
-        "team": decision.team,
-        "priority": decision.priority,
-        "sla_seconds": int(decision.sla.total_seconds()) if decision.sla is not None else None,
-        "hold": decision.hold,
-        "no_reply": decision.no_reply,
-        "rule_id": decision.rule_id,
-        "reason": decision.reason,
-    }
-
-
-def _sla_hours(decisions: Iterable[Decision]) -> float:
-    return round(sum(d.sla.total_seconds() for d in decisions if d.sla and not d.no_reply) / 3600, 2)
-
-
 class Difference:
-    """The difference between two replays of the same comments, accumulated comment by comment."""
+    """Where the window's items are and where they would go, accumulated item by item."""
 
     def __init__(self, *, keep_decisions: bool) -> None:
         self.comments = 0
+        self.rerouted = 0
+        self.kept = 0
         self.moves: Counter[tuple[str, str]] = Counter()
         self.sample: list[dict[str, Any]] = []
         self.owners: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
@@ -305,30 +208,34 @@ class Difference:
         self.no_reply = [0, 0]
         self.decisions: dict[str, dict[str, Any]] | None = {} if keep_decisions else None
 
-    def add(self, entry: Entry, before: Decision, after: Decision) -> None:
+    def add(self, ctx: Context, plan: Plan | None) -> None:
         """Count one comment."""
         self.comments += 1
-        for side, decision in enumerate((before, after)):
-            self.owners[side][owner(decision)] += 1
-            if decision.team:
-                self.teams[side][decision.team] += 1
-            self.rules[side][decision.rule_id] += 1
-            self.priority[side][decision.priority] += 1
-            if decision.sla is not None and not decision.no_reply:
-                self.sla_seconds[side] += decision.sla.total_seconds()
-            self.held[side] += decision.hold
-            self.no_reply[side] += decision.no_reply
-        if owner(before) != owner(after):
-            self.moves[(owner(before), owner(after))] += 1
+        if plan is None:
+            return
+        self.rerouted += bool(plan.changes)
+        self.kept += plan.kept
+        for side, place in enumerate((plan.before, plan.after)):
+            self.owners[side][place.owner] += 1
+            if place.team:
+                self.teams[side][place.team] += 1
+            self.rules[side][place.rule_id] += 1
+            self.priority[side][place.priority] += 1
+            if place.sla_seconds is not None and not place.no_reply:
+                self.sla_seconds[side] += place.sla_seconds
+            self.held[side] += place.hold
+            self.no_reply[side] += place.no_reply
+        if plan.before.owner != plan.after.owner:
+            self.moves[(plan.before.owner, plan.after.owner)] += 1
             if len(self.sample) < SAMPLE_SIZE:
                 self.sample.append({
-                    "comment_id": str(entry.ctx.comment.id),
-                    "excerpt": redact(entry.ctx.comment.body)[:200],
-                    "before": _side(before),
-                    "after": _side(after),
+                    "comment_id": str(ctx.comment.id),
+                    "excerpt": redact(ctx.comment.body)[:200],
+                    "before": plan.before.public(),
+                    "after": plan.after.public(),
                 })  # fmt: skip
         if self.decisions is not None:
-            self.decisions[str(entry.ctx.comment.id)] = _side(after)
+            self.decisions[str(ctx.comment.id)] = {**plan.after.public(), "rerouted": bool(plan.changes)}
 
     @staticmethod
     def _pairs(counts: tuple[Counter[str], Counter[str]], key: str) -> list[dict[str, Any]]:
@@ -338,10 +245,12 @@ class Difference:
         ]
 
     def result(self) -> dict[str, Any]:
-        """The summary admins read (and, for small windows, every comment's new decision)."""
+        """The summary admins read (and, for small windows, every comment's placement after)."""
         result: dict[str, Any] = {
             "comments": self.comments,
+            "rerouted": self.rerouted,
             "moved": sum(self.moves.values()),
+            "kept": self.kept,
             "moves": [{"from": f, "to": t, "count": n} for (f, t), n in self.moves.most_common()],
             "load": self._pairs(self.owners, "owner"),
             "team_load": self._pairs(self.teams, "team"),
@@ -360,49 +269,22 @@ class Difference:
         return result
 
 
-async def window_base(session: AsyncSession, comment_ids: Sequence[uuid.UUID]) -> Directory:
-    """The live directory with the load of the window's movable items taken out (they are about to be re-decided)."""
-    directory = await load_directory(session)
-    load = Counter(directory.load)
-    for start in range(0, len(comment_ids), CHUNK):
-        rows = await session.execute(
-            sa.select(col(QueueItem.member_id), sa.func.count())
-            .where(
-                col(QueueItem.comment_id).in_(comment_ids[start : start + CHUNK]),
-                col(QueueItem.state).in_([ItemState.held.value, ItemState.open.value]),
-                col(QueueItem.manually_assigned).is_(False),
-                col(QueueItem.claimed_by).is_(None),
-                col(QueueItem.member_id).is_not(None),
-            )
-            .group_by(col(QueueItem.member_id))
-        )
-        for member_id, count in rows.all():
-            if member_id is not None:
-                load[member_id] -= count
-    return replace(directory, load={k: max(v, 0) for k, v in load.items()})
-
-
 async def difference(
     session: AsyncSession,
     comment_ids: Sequence[uuid.UUID],
-    live: CompiledRuleset,
     draft: CompiledRuleset,
     *,
     now: datetime,
     thresholds: Mapping[str, float] | None = None,
     keep_decisions: bool = False,
 ) -> dict[str, Any]:
-    """Replay the comments through the live rules and through the draft, a chunk at a time (bounded memory)."""
-    base = await window_base(session, comment_ids)
+    """Where the items are and where re-routing them with the draft would put them, a chunk at a time (bounded
+    memory). Writes nothing: the plans are reroute's, never applied."""
+    placer = Placer(await load_directory(session), draft, now=now, thresholds=thresholds)
     diff = Difference(keep_decisions=keep_decisions)
-    directories = (base, base)
     for start in range(0, len(comment_ids), CHUNK):
-        entries = await load_entries(session, comment_ids[start : start + CHUNK])
-        before, live_dir = replay(entries, live, directories[0], now=now)
-        after, draft_dir = replay(entries, draft, directories[1], now=now, thresholds=thresholds)
-        directories = (live_dir, draft_dir)
-        for entry, b, a in zip(entries, before, after, strict=True):
-            diff.add(entry, b, a)
+        for ctx, plan in replan(placer, await placement.load(session, comment_ids[start : start + CHUNK])):
+            diff.add(ctx, plan)
         session.expunge_all()
     return diff.result()
 
@@ -474,10 +356,10 @@ async def _execute(session: AsyncSession, row: Simulation, *, settings: Settings
     draft_compiled = compile_ruleset(draft, version=live.version + 1) if draft is not None else live_compiled
     ids = await window_ids(session, row.window, limit=settings.simulation_max_comments)
     result = await difference(
-        session, ids, live_compiled, draft_compiled, now=now, thresholds=thresholds,
+        session, ids, draft_compiled, now=now, thresholds=thresholds,
         keep_decisions=len(ids) <= settings.simulation_sync_max_comments,
     )  # fmt: skip
-    row = await session.merge(row)  # the chunked replay expunged it
+    row = await session.merge(row)  # the chunked replan expunged it
     row.result = result
     row.comments, row.base_version = result["comments"], live.version
     row.state, row.finished_at = SimulationState.done.value, utcnow()
@@ -514,13 +396,13 @@ async def run(factory: SessionFactory, simulation_id: uuid.UUID, *, settings: Se
             row = await session.get(Simulation, simulation_id)
             assert row is not None
             await _execute(session, row, settings=settings, now=claimed[0])
-    except Exception:
+    except Exception as exc:
         log.exception("simulation %s failed", simulation_id)
         async with transaction(factory) as session:
             failed = await session.get(Simulation, simulation_id)
             if failed is not None:
                 failed.state, failed.finished_at = SimulationState.failed.value, utcnow()
-                failed.error = traceback.format_exc()[-2000:]
+                failed.error = summarise(exc)  # the traceback is in the log
 
 
 async def pending(factory: SessionFactory, *, settings: Settings) -> list[uuid.UUID]:
@@ -545,56 +427,20 @@ async def pending(factory: SessionFactory, *, settings: Settings) -> list[uuid.U
 async def reroute(
     session: AsyncSession, *, data: RerouteIn, actor: str, settings: Settings, now: datetime
 ) -> RerouteResult:
-    """Re-route the movable waiting items of a window with the live rules (as a simulation would show)."""
+    """Re-route the waiting items of a window with the live rules: exactly the plans a simulation shows."""
     window = resolve_window(data.window, now=now)
-    ids = await window_ids(session, window, limit=settings.simulation_sync_max_comments)
-    base = await window_base(session, ids)
-    entries = await load_entries(session, ids)
+    cap = settings.simulation_sync_max_comments
+    ids = await window_ids(session, window, limit=cap + 1)
+    if len(ids) > cap:  # doing part of the window would not be what its simulation showed
+        raise InvalidPayload(f"The window holds more than {cap} comments; re-route a narrower one.")
     ruleset = await rules.compiled(session)
-    decisions, _ = replay(entries, ruleset, base, now=now)
-    rerouted = kept = 0
-    for entry, decision in zip(entries, decisions, strict=True):
-        item = entry.item
-        if item is None or not entry.waiting:
-            continue
-        if not entry.movable:
-            kept += 1
-            continue
-        due = due_at(entry.ctx.comment.received_at, decision.sla)
-        priority = Priority(decision.priority)
-        changes: dict[str, Any] = {
-            "member_id": decision.member, "team_id": decision.team, "priority": priority.value,
-            "priority_rank": PRIORITY_RANK[priority], "rule_id": decision.rule_id,
-            "ruleset_version": decision.ruleset_version, "reason": decision.reason, "tags": list(decision.tags),
-            "no_reply": decision.no_reply, "due_at": due, "sort_due": due or NO_DUE,
-            "sla_seconds": int(decision.sla.total_seconds()) if decision.sla is not None else None,
-            "state": ItemState.held if decision.hold else ItemState.open,
-        }  # fmt: skip
-        if all(getattr(item, k) == v for k, v in changes.items()):
-            continue
-        await items.transition(session, item, actor=f"{REROUTE_ACTOR_PREFIX}:{actor}", action="rerouted", now=now,
-                               note=decision.reason, **changes)  # fmt: skip
-        rerouted += 1
-    if rerouted:
-        await _update_round_robin(session, base, decisions, entries)
-    return RerouteResult(ruleset_version=ruleset.version, comments=len(entries), rerouted=rerouted, kept=kept)
-
-
-async def _update_round_robin(
-    session: AsyncSession, base: Directory, decisions: Sequence[Decision], entries: Sequence[Entry]
-) -> None:
-    from service.models import Team
-
-    last: dict[str, str] = {}
-    for entry, decision in zip(entries, decisions, strict=True):
-        if (
-            entry.movable
-            and entry.waiting
-            and decision.member
-            and decision.team
-            and decision.assigned_by == "round_robin"
-        ):
-            last[decision.team] = decision.member
-    for team_id, member_id in last.items():
-        if base.last_assigned.get(team_id) != member_id:
-            await session.execute(sa.update(Team).where(col(Team.id) == team_id).values(last_assigned_id=member_id))
+    placer = Placer(await load_directory(session), ruleset, now=now)
+    result = Difference(keep_decisions=False)
+    for ctx, plan in replan(placer, await placement.load(session, ids, lock=True)):
+        result.add(ctx, plan)
+        if plan is not None:
+            await placer.apply(session, plan, actor=f"{REROUTE_ACTOR_PREFIX}:{actor}")
+    return RerouteResult(
+        ruleset_version=ruleset.version, comments=result.comments, rerouted=result.rerouted,
+        moved=sum(result.moves.values()), kept=result.kept,
+    )  # fmt: skip

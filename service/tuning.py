@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from service import rules, simulation
 from service.classification import ClassificationPublic, Classifier, document, thresholds_for
+from service.database import release
 from service.dispatch import load_directory
 from service.errors import InvalidPayload
 from service.models import AuditEvent, Comment, CommentAnalysis, Label, QueueItem, Thread
@@ -52,7 +53,7 @@ class ExplainIn(BaseModel):
     thread_author: str | None = Field(None, description="The story author's user id on the source.")
     author: str | None = Field(None, description="The comment author's user id on the source.")
     author_department: str | None = None
-    is_reply: bool = False
+    is_reply: bool = Field(False, strict=True)
     rules: RulesetIn | None = Field(None, description="A draft ruleset to use instead of the live one.")
 
 
@@ -117,14 +118,17 @@ async def explain(
         ruleset = compile_ruleset(data.rules, version=(await rules.current(session)).version + 1)
     else:
         ruleset = await rules.compiled(session)
-    (analysis,) = await classifier.classify(session, [data.text])
+    directory = await load_directory(session)
+    taxonomy = await classifier.taxonomy(session)
+    await release(session)  # the model's work below needs no database: hold no connection or lock meanwhile
+    (analysis,) = await classifier.classify([data.text], taxonomy)
     doc = document(analysis, thresholds_for(settings, source_thresholds))
     facts = Facts(
         source=data.source or "", text=data.text, channel=data.channel, thread_kind=data.thread_kind,
         thread_author=data.thread_author, author=data.author, author_department=data.author_department,
         is_reply=data.is_reply, classification=doc,
     )  # fmt: skip
-    decision = route(facts, ruleset, await load_directory(session), now=now, trace=True)
+    decision = route(facts, ruleset, directory, now=now, trace=True)
     return ExplainOut(
         classification=ClassificationPublic.model_validate(doc),
         decision=DecisionPublic(
@@ -287,16 +291,15 @@ async def suggestions(
 async def _simulate_adding(
     session: AsyncSession, rule: dict[str, Any], *, settings: Settings, now: datetime
 ) -> dict[str, Any]:
-    """What putting the rule first would change over the last 30 days (a bounded, unstored simulation)."""
+    """What putting the rule first and re-routing the last 30 days would change (a bounded, unstored simulation:
+    the same plans reroute would apply, with loads and round robin evolving item by item)."""
     live = await rules.current(session)
     draft = RulesetIn.model_validate({"rules": [rule, *[r.model_dump(mode="json") for r in live.rules]]})
     window = simulation.resolve_window(simulation.Window(), now=now)
     ids = await simulation.window_ids(session, window, limit=settings.simulation_sync_max_comments)
-    result = await simulation.difference(
-        session, ids, compile_ruleset(RulesetIn(rules=live.rules), version=live.version),
-        compile_ruleset(draft, version=live.version + 1), now=now,
-    )  # fmt: skip
-    return {key: result[key] for key in ("comments", "moved", "moves", "load", "sla_hours")} | {"window": window}
+    result = await simulation.difference(session, ids, compile_ruleset(draft, version=live.version + 1), now=now)
+    keys = ("comments", "rerouted", "moved", "kept", "moves", "load", "sla_hours")
+    return {key: result[key] for key in keys} | {"window": window}
 
 
 # --- classifier feedback -----------------------------------------------------------------------------------

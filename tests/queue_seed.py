@@ -97,6 +97,7 @@ async def seed_processed(
     docs: list[dict[str, object]],
     channel: str | None = None,
     now: datetime | None = None,
+    body: str | None = None,
 ) -> list[uuid.UUID]:
     """Comments as processing leaves them (analysis stored), placed in the queue by the real dispatcher."""
     from service.dispatch import dispatch_comments
@@ -113,8 +114,9 @@ async def seed_processed(
     ids = []
     for i, doc in enumerate(docs):
         comment = Comment(
-            source_id=source_id, thread_id=thread.id, external_id=f"{thread_ext}-{i}", body=f"Seeded comment {i}",
-            author_external_id=f"employee-{i}", received_at=now + timedelta(milliseconds=i), updated_at=now,
+            source_id=source_id, thread_id=thread.id, external_id=f"{thread_ext}-{i}",
+            body=body or f"Seeded comment {i}", author_external_id=f"employee-{i}",
+            received_at=now + timedelta(milliseconds=i), updated_at=now,
         )  # fmt: skip
         session.add(comment)
         await session.flush()

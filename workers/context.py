@@ -25,14 +25,16 @@ class WorkerContext(TypedDict, total=False):
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Connect to the database and load the encoder once for this process."""
+    """Connect to the database, load the encoder once for this process and warm it up."""
     settings: Settings = ctx.get("settings") or Settings()
     engine = create_engine(settings.database_url)
     ctx["settings"] = settings
     ctx["engine"] = engine
     ctx["session_factory"] = create_session_factory(engine)
     analyser = await asyncio.to_thread(load_analyser, settings)
-    ctx["analyser"] = Classifier(analyser, ctx["session_factory"], other_threshold=settings.topic_other_threshold)
+    classifier = Classifier(analyser, ctx["session_factory"], other_threshold=settings.topic_other_threshold)
+    await classifier.warm_up()  # the live taxonomy's fit and a first run, before the first job waits for them
+    ctx["analyser"] = classifier
     log.info("worker ready: model %s", ctx["analyser"].model_version)
 
 

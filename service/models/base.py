@@ -8,6 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+# `sa.Integer` columns (every id and counter) are 32-bit on PostgreSQL (SQLite's are 64): what any input that is
+# compared with or stored in one must stay within, or the driver refuses it with a server error.
+INT_COLUMN_MIN, INT_COLUMN_MAX = -(2**31), 2**31 - 1
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (what every `_at` column stores)."""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from service.inputs import UtcDatetime
 from service.models.base import ts_column, utcnow
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -98,8 +99,10 @@ class MemberCreate(BaseModel):
     id: str = Field(pattern=ID_PATTERN, description="Stable id: lower-case letters, digits, '.', '_' and '-'.")
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    capacity: int = Field(20, ge=1, le=MAX_CAPACITY, description="Open items this member can hold at once.")
-    away_until: datetime | None = Field(None, description="Away (no new items) until this time (UTC).")
+    capacity: int = Field(
+        20, ge=1, le=MAX_CAPACITY, strict=True, description="Open items this member can hold at once."
+    )
+    away_until: UtcDatetime | None = Field(None, description="Away (no new items) until this time (UTC if no offset).")
     delegate: str | None = Field(None, pattern=ID_PATTERN, description="Who takes this member's items while away.")
     external_ids: list[ExternalId] = Field(default_factory=list, max_length=50)
 
@@ -111,7 +114,7 @@ class MemberUpdate(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    capacity: int | None = Field(None, ge=1, le=MAX_CAPACITY)
+    capacity: int | None = Field(None, ge=1, le=MAX_CAPACITY, strict=True)
     away_until: datetime | None = None
     delegate: str | None = Field(None, pattern=ID_PATTERN)
     external_ids: list[ExternalId] | None = Field(None, max_length=50)

@@ -63,8 +63,8 @@ class SourceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, min_length=1, max_length=200)
-    active: bool | None = Field(None, description="An inactive source's webhooks are refused with 403.")
-    thresholds: dict[ThresholdName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+    active: bool | None = Field(None, strict=True, description="An inactive source's webhooks are refused with 403.")
+    thresholds: dict[ThresholdName, Annotated[float, Field(ge=0, le=1, strict=True)]] | None = Field(
         None, description="Replace this source's head thresholds, e.g. {'offensive': 0.8}; {} resets to defaults."
     )
 

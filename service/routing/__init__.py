@@ -111,16 +111,24 @@ def route(
     now: datetime,
     version: int | None = None,
     trace: bool = False,
+    keep: tuple[str | None, str | None] | None = None,
+    released: bool = False,
 ) -> Decision:
-    """Route one comment: the first enabled rule whose condition holds decides (`version` overrides the ruleset's)."""
+    """Route one comment: the first enabled rule whose condition holds decides (`version` overrides the ruleset's).
+
+    Re-routing an item passes `keep` = its (team, member): a team assignment to that same team keeps the member
+    instead of running the team's strategy again. `released`: rules that hold for moderation are passed over
+    (where an approved comment goes).
+    """
     ctx = _Context(facts)
     traces: list[RuleTrace] = []
     matched: CompiledRule | None = None
     why = "no conditions"
     for rule in ruleset.rules:
-        if not rule.enabled:
+        if not rule.enabled or (released and rule.then.hold):
             if trace:
-                traces.append(RuleTrace(rule.id, rule.name, rule.index, "disabled", "disabled", ()))
+                why_not = "disabled" if not rule.enabled else "holds for moderation: passed over on approval"
+                traces.append(RuleTrace(rule.id, rule.name, rule.index, "disabled", why_not, ()))
             continue
         if trace:
             leaves: list[LeafTrace] = []
@@ -138,7 +146,7 @@ def route(
     if matched is None:  # only a ruleset built without validation can end without its default rule
         matched = ruleset.rules[-1]
         why = "no rule matched; the last rule applies as the default"
-    member, team, how, words = _Assigner(directory, now).resolve(matched.then.assign, facts)
+    member, team, how, words = _Assigner(directory, now, keep=keep).resolve(matched.then.assign, facts)
     actions = matched.then
     return Decision(
         rule_id=matched.id,

@@ -26,9 +26,12 @@ def _when(moment: datetime) -> str:
 class _Assigner:
     """Resolves a rule's assignment against the directory at `now`, collecting the words for the reason."""
 
-    def __init__(self, directory: Directory, now: datetime) -> None:
+    def __init__(
+        self, directory: Directory, now: datetime, *, keep: tuple[str | None, str | None] | None = None
+    ) -> None:
         self.directory = directory
         self.now = _utc(now)
+        self.keep = keep  # (team id, member id) of an item being re-routed
 
     def unavailable(self, member_id: str, member: MemberInfo | None) -> str | None:
         """Why the member cannot take the item now (None: they can)."""
@@ -64,6 +67,10 @@ class _Assigner:
         team = self.directory.teams.get(team_id)
         if team is None:
             return None, None, None, f"team {_quote(team_id)} is not in the directory"
+        if self.keep is not None and self.keep[0] == team.id and self.keep[1] in team.members:
+            kept = self.directory.members.get(self.keep[1])
+            if kept is not None:  # never re-pick inside the team for an item that has a member already
+                return team, kept, "kept", f"assigned to team {team.name}: stays with {kept.name}, who has it already"
         strategy = strategy or team.strategy
         if strategy not in ("round_robin", "least_loaded"):
             strategy = "round_robin"

@@ -43,7 +43,8 @@ STRING_FIELDS: tuple[str, ...] = get_args(StringField)
 FlagName: TypeAlias = Literal["offensive", "hate", "pii", "spam"]
 Priority: TypeAlias = Literal["urgent", "high", "normal", "low"]
 StrategyName: TypeAlias = Literal["round_robin", "least_loaded"]
-AssignedBy: TypeAlias = Literal["member", "delegate", "thread_author", "round_robin", "least_loaded"]
+# "kept": re-routing an item within the team it is in leaves it with the member who has it (no strategy runs).
+AssignedBy: TypeAlias = Literal["member", "delegate", "thread_author", "round_robin", "least_loaded", "kept"]
 
 MemberId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 TeamId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -140,7 +141,7 @@ class ScoreMatch(_Model):
         "nearest examples, lowered when the topic classifier is unsure).",
     )
     op: Literal[">", ">=", "<", "<=", "=="] = Field(description="Comparison: score <op> value.")
-    value: float = Field(allow_inf_nan=False, description="The number to compare with.")
+    value: float = Field(allow_inf_nan=False, strict=True, description="The number to compare with.")
 
 
 class AllOf(_Model):
@@ -241,11 +242,11 @@ class Actions(_Model):
     sla: timedelta | None = Field(
         None, description="Time to first response: ISO 8601 duration (PT4H) or seconds; > 0 and <= 30 days."
     )
-    hold: bool = Field(False, description="Hold the comment for moderation before anyone answers it.")
+    hold: bool = Field(False, strict=True, description="Hold the comment for moderation before anyone answers it.")
     tags: list[TagText] = Field(
         default_factory=list, max_length=MAX_TAGS, description="Tags (1..50 characters each; duplicates dropped)."
     )
-    no_reply: bool = Field(False, description="Mark as needing no reply.")
+    no_reply: bool = Field(False, strict=True, description="Mark as needing no reply.")
 
     @field_validator("sla")
     @classmethod
@@ -266,7 +267,9 @@ class Rule(_Model):
     id: str = Field(pattern=RULE_ID_PATTERN, description="Stable id, unique in the ruleset: [a-z0-9_-], <= 64.")
     name: str = Field(min_length=1, max_length=200, description="Shown in decisions' reasons.")
     description: str | None = Field(None, max_length=2000, description="Why the rule exists.")
-    enabled: bool = Field(True, description="Disabled rules are skipped (the default rule must be enabled).")
+    enabled: bool = Field(
+        True, strict=True, description="Disabled rules are skipped (the default rule must be enabled)."
+    )
     when: Condition | None = Field(None, description="The condition; null: always.")
     then: Actions = Field(description="What to do with a matching comment.")
 

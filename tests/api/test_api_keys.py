@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
+from classifiers.pipeline import BatchingAnalyser
 from service import keys
 from service.database import transaction
 from service.models import AuditEvent, Role
 from service.models.base import utcnow
-from tests.factories import ADMIN, create_member, responder_headers
+from tests.conftest import make_settings, running_app
+from tests.factories import ADMIN, ADMIN_KEY, create_member, responder_headers
 
 KEYS = "/v1/admin/api-keys"
 
@@ -25,8 +29,8 @@ def bearer(raw: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw}"}
 
 
-async def issue(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post(KEYS, json={"name": "ops", "role": "admin", **body}, headers=ADMIN)
+async def issue(client: httpx.AsyncClient, headers: dict[str, str] = ADMIN, **body: Any) -> dict[str, Any]:
+    response = await client.post(KEYS, json={"name": "ops", "role": "admin", **body}, headers=headers)
     assert response.status_code == 201, response.text
     issued: dict[str, Any] = response.json()
     return issued
@@ -113,6 +117,47 @@ async def test_an_admin_cannot_revoke_the_key_it_is_using(client: httpx.AsyncCli
     other = await issue(client, name="second admin")
     assert (await client.post(f"{KEYS}/{own['id']}/revoke", headers=bearer(other["key"]))).status_code == 200
     assert (await client.get(KEYS, headers=ADMIN)).status_code == 401
+
+
+async def test_an_admin_cannot_rotate_the_key_it_is_using_without_a_grace_period(client: httpx.AsyncClient) -> None:
+    own = next(k for k in (await client.get(KEYS, headers=ADMIN)).json() if k["name"] == "bootstrap")
+    for body in (None, {"grace_seconds": 0}):
+        response = await client.post(f"{KEYS}/{own['id']}/rotate", json=body, headers=ADMIN)
+        assert (response.status_code, response.json()["code"]) == (409, "invalid_state")
+        assert "lock you out" in response.json()["detail"]
+    assert (await client.get(KEYS, headers=ADMIN)).status_code == 200
+    assert [k["name"] for k in (await client.get(KEYS, headers=ADMIN)).json()] == ["bootstrap"]  # no successor
+    assert not [r for r in await audit_records(client) if r.action == "api_key.rotated"]
+    # With a grace period the caller can switch to the successor; another admin key may rotate it at once.
+    successor = await client.post(f"{KEYS}/{own['id']}/rotate", json={"grace_seconds": 60}, headers=ADMIN)
+    assert successor.status_code == 200, successor.text
+    assert await works(client, ADMIN_KEY) == 200
+    other = await issue(client, name="second admin", headers=bearer(successor.json()["key"]))
+    now = await client.post(f"{KEYS}/{successor.json()['id']}/rotate", headers=bearer(other["key"]))
+    assert now.status_code == 200, now.text
+    assert await works(client, successor.json()["key"]) == 401
+
+
+@pytest.mark.parametrize("retire", ["revoke", "rotate"])
+async def test_a_restart_does_not_bring_back_a_revoked_or_rotated_bootstrap_key(
+    database_url: str, analyser: BatchingAnalyser, caplog: pytest.LogCaptureFixture, retire: str
+) -> None:
+    settings = make_settings(database_url)
+    async with running_app(settings, analyser) as client:
+        other = await issue(client, name="second admin")
+        own = next(k for k in (await client.get(KEYS, headers=ADMIN)).json() if k["name"] == "bootstrap")
+        retired = await client.post(f"{KEYS}/{own['id']}/{retire}", headers=bearer(other["key"]))
+        assert retired.status_code == 200, retired.text
+        assert await works(client, ADMIN_KEY) == 401
+
+    with caplog.at_level(logging.WARNING, logger="service.keys"):
+        async with running_app(settings, analyser) as client:
+            assert await works(client, ADMIN_KEY) == 401
+            listed = {k["name"]: k["state"] for k in (await client.get(KEYS, headers=bearer(other["key"]))).json()}
+    assert listed["bootstrap"] == "revoked"
+    assert any("bootstrap admin key" in r.getMessage() and own["prefix"] in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )
 
 
 async def test_rotation_keeps_the_old_key_working_during_the_grace_period_then_refuses_it(

@@ -248,6 +248,9 @@ async def test_deleting_a_member_removes_them_everywhere_and_revokes_their_keys(
     ann_key = await responder_headers(client, "ann")
     bob_key = await responder_headers(client, "bob")
     assert (await client.get("/v1/admin/teams", headers=ann_key)).status_code == 403  # valid, but not admin
+    for team in ("hr", "it"):  # a lead cannot be deleted (test_deleting_a_team_lead_is_refused_...)
+        cleared = await client.patch(f"/v1/admin/teams/{team}", json={"lead": None}, headers=ADMIN)
+        assert cleared.status_code == 200, cleared.text
 
     assert (await client.delete("/v1/admin/members/ann", headers=ADMIN)).status_code == 204
 
@@ -269,7 +272,6 @@ async def test_deleting_a_member_removes_them_everywhere_and_revokes_their_keys(
     assert deleted[-1]["before"]["teams"] == ["hr"]
     hr_trail = await audit_trail(client, "team", "hr")
     assert hr_trail[-1]["action"] == "team.updated"
-    assert (hr_trail[-1]["before"]["lead"], hr_trail[-1]["after"]["lead"]) == ("ann", None)
     assert (hr_trail[-1]["before"]["members"], hr_trail[-1]["after"]["members"]) == (["bob", "ann"], ["bob"])
     bob_trail = await audit_trail(client, "member", "bob")
     assert (bob_trail[-1]["before"], bob_trail[-1]["after"]) == ({"delegate": "ann"}, {"delegate": None})
@@ -279,6 +281,35 @@ async def test_deleting_a_member_removes_them_everywhere_and_revokes_their_keys(
             await session.execute(sa.text("SELECT count(*) FROM audit_event WHERE action = 'api_key.revoked'"))
         ).scalar_one()
     assert revoked == 1
+
+
+async def test_deleting_a_team_lead_is_refused_naming_the_teams_it_leads(client: httpx.AsyncClient) -> None:
+    await create_member(client, "ann")
+    await create_member(client, "bob")
+    await create_team(client, "hr", ["bob"], lead="ann")  # a lead need not be a member
+    await create_team(client, "it", ["ann", "bob"], lead="ann")
+    await create_team(client, "ops", ["ann"], lead="bob")
+    before = await audit_count(client)
+
+    refused = await client.delete("/v1/admin/members/ann", headers=ADMIN)
+
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert (problem["code"], problem["teams"]) == ("invalid_state", ["hr", "it"])
+    assert "team 'hr'" in problem["detail"]
+    assert "team 'it'" in problem["detail"]
+    assert "ops" not in problem["detail"]
+    # Nothing changed: ann is still there, still the lead, still in her teams.
+    assert (await get(client, "/v1/admin/members/ann"))["teams"] == ["it", "ops"]
+    assert [(await get(client, f"/v1/admin/teams/{t}"))["lead"] for t in ("hr", "it")] == ["ann", "ann"]
+    assert await audit_count(client) == before
+
+    await client.patch("/v1/admin/teams/hr", json={"lead": "bob"}, headers=ADMIN)
+    still = await client.delete("/v1/admin/members/ann", headers=ADMIN)
+    assert (still.status_code, still.json()["teams"]) == (409, ["it"])
+    await client.patch("/v1/admin/teams/it", json={"lead": None}, headers=ADMIN)
+    assert (await client.delete("/v1/admin/members/ann", headers=ADMIN)).status_code == 204
+    assert (await get(client, "/v1/admin/teams/it"))["members"] == ["bob"]
 
 
 async def test_deleted_ids_are_never_reused(client: httpx.AsyncClient) -> None:

@@ -15,9 +15,10 @@ OPENAPI_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    await client.app.state.classifiers.warmed_up()  # type: ignore[attr-defined]
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "queue": "ok"}
+    assert ready.json()["checks"] == {"classifier": "ok", "database": "ok", "queue": "ok"}
 
 
 async def test_readiness_fails_when_the_job_consumer_is_down(client: httpx.AsyncClient) -> None:

@@ -295,6 +295,51 @@ async def test_admin_sees_every_item_and_a_key_without_member_cannot_claim(clien
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+async def test_moderators_see_the_held_comments_of_their_team_first_without_asking_for_them(
+    client: httpx.AsyncClient,
+) -> None:
+    secret = await create_source(client)
+    for member in ("mod1", "mod2", "hr1"):
+        await create_member(client, member)
+    await create_team(client, "mods", ["mod1", "mod2"])
+    await create_team(client, "hr", ["hr1", "mod1"])
+    hold_news = {"field": "thread_kind", "op": "eq", "value": "news"}
+    await put_rules(client, [{"id": "hold", "name": "Moderate news comments", "when": hold_news,
+                              "then": {"assign": {"to": "team", "team": "mods"}, "hold": True}}])  # fmt: skip
+    for n in (1, 2):
+        assert (await post_event(client, secret, comment_payload(f"c-{n}"))).status_code == 202
+    await drain(client)
+    urgent = await _seed(client, 2, team="mods")  # open, urgent and high: still after the held ones
+    hr_pool = await _seed(client, 1, team="hr")
+    held = [i["id"] for i in (await client.get("/v1/queue", params={"state": "held"}, headers=ADMIN)).json()["items"]]
+    assert len(held) == 2
+
+    for moderator, expected in (("mod1", [*held, *urgent, *hr_pool]), ("mod2", [*held, *urgent])):
+        key = await responder_headers(client, moderator)
+        page = (await client.get("/v1/queue", headers=key)).json()
+        assert [i["state"] for i in page["items"][:2]] == ["held", "held"]
+        assert sorted(i["id"] for i in page["items"][:2]) == sorted(held)
+        assert {i["id"] for i in page["items"]} == set(expected)
+        assert page["items"][2]["id"] == urgent[0]
+        # Page by page, the same order.
+        cursor: str | None = None
+        paged: list[str] = []
+        while True:
+            params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            one = (await client.get("/v1/queue", params=params, headers=key)).json()
+            paged.extend(i["id"] for i in one["items"])
+            if (cursor := one["next_cursor"]) is None:
+                break
+        assert paged == [i["id"] for i in page["items"]]
+        assert len(set(paged)) == len(paged)
+        # Asking for states still means exactly those states.
+        open_only = (await client.get("/v1/queue", params={"state": "open"}, headers=key)).json()["items"]
+        assert {i["state"] for i in open_only} == {"open"}
+
+    hr1 = await responder_headers(client, "hr1")  # not a moderator: the held comments are not their work
+    assert [i["id"] for i in (await client.get("/v1/queue", headers=hr1)).json()["items"]] == hr_pool
+
+
 # ---- the life of an item ------------------------------------------------------------------------------------
 
 
@@ -365,6 +410,7 @@ async def test_snoozed_item_leaves_the_queue_until_its_time(client: httpx.AsyncC
 async def test_held_item_cannot_be_claimed_until_approved(client: httpx.AsyncClient) -> None:
     await create_source(client)
     await create_member(client, "r1")
+    await put_rules(client, [{"id": "all", "name": "All to r1", "then": {"assign": {"to": "member", "member": "r1"}}}])
     r1 = await responder_headers(client, "r1")
     (item_id,) = await _seed(client, 1, member="r1", state=ItemState.held)
     held = await client.post(f"/v1/queue/{item_id}/claim", headers=r1)
@@ -393,7 +439,7 @@ async def test_queue_pages_through_every_item_in_priority_then_due_order(client:
     order = [({"urgent": 0, "high": 1, "normal": 2, "low": 3}[i["priority"]], i["due_at"]) for i in seen]
     assert order == sorted(order)
     bad = await client.get("/v1/queue", params={"cursor": "not-a-cursor"}, headers=r1)
-    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_payload")
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ def test_api_docs_render_in_a_browser_without_internet(docs_server: str, tmp_pat
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         unavailable("Chromium (Debian package chromium)", "not installed")
+    assert chromium is not None
     assert httpx.get(f"{docs_server}/docs").status_code == 200
     dom = subprocess.run(  # noqa: S603  (a fixed browser command line against our own server)
         [

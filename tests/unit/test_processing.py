@@ -226,4 +226,4 @@ async def test_admin_sees_dead_jobs_and_can_retry_them(database_url: str, analys
         assert len(rest["items"]) == 1
         assert rest["next_cursor"] is None
         bad_cursor = await client.get("/v1/admin/jobs", params={"cursor": "!!"}, headers=ADMIN)
-        assert (bad_cursor.status_code, bad_cursor.json()["code"]) == (400, "bad_request")
+        assert (bad_cursor.status_code, bad_cursor.json()["code"]) == (422, "invalid_cursor")
