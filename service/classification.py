@@ -25,7 +25,7 @@ from classifiers.pii import redact
 from classifiers.pipeline import Analyser, Analysis
 from classifiers.topics import DEFAULT_K, DEFAULT_OTHER_THRESHOLD, TopicModel, TopicSpec, fingerprint
 from service import sources
-from service.database import SessionFactory, release
+from service.database import SessionFactory, end_transaction
 from service.errors import InvalidPayload
 from service.keys import Principal, require_role
 from service.models import Comment, Label, Role, Topic
@@ -314,6 +314,6 @@ async def classify_texts(
         source_thresholds = (await sources.get_by_slug(session, data.source)).thresholds
     thresholds = thresholds_for(settings, source_thresholds)
     taxonomy = await classifier.taxonomy(session)
-    await release(session)  # the model's work below needs no database: hold no connection or lock meanwhile
+    await end_transaction(session)  # the model's work below needs no database: hold no connection or lock meanwhile
     analyses = await classifier.classify(data.texts, taxonomy)
     return ClassifyResponse(results=[ClassificationPublic.model_validate(document(a, thresholds)) for a in analyses])

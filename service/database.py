@@ -69,7 +69,7 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def release(session: AsyncSession) -> None:
+async def end_transaction(session: AsyncSession) -> None:
     """Commit what a request did so far and give its connection back, before slow work that needs no database.
 
     For read-mostly use cases that then run the model (classify, explain): on SQLite an open transaction holds

@@ -25,7 +25,7 @@ from sqlmodel import col
 
 from service import rules, simulation
 from service.classification import ClassificationPublic, Classifier, document, thresholds_for
-from service.database import release
+from service.database import end_transaction
 from service.dispatch import load_directory
 from service.errors import InvalidPayload
 from service.models import AuditEvent, Comment, CommentAnalysis, Label, QueueItem, Thread
@@ -120,7 +120,7 @@ async def explain(
         ruleset = await rules.compiled(session)
     directory = await load_directory(session)
     taxonomy = await classifier.taxonomy(session)
-    await release(session)  # the model's work below needs no database: hold no connection or lock meanwhile
+    await end_transaction(session)  # the model's work below needs no database: hold no connection or lock meanwhile
     (analysis,) = await classifier.classify([data.text], taxonomy)
     doc = document(analysis, thresholds_for(settings, source_thresholds))
     facts = Facts(
