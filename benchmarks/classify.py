@@ -29,7 +29,7 @@ import numpy as np
 from classifiers.encoder import BACKENDS, Encoder
 from classifiers.pipeline import Pipeline
 from classifiers.topics import TopicModel, TopicSpec
-from service.app import build_pipeline
+from service.classification.loader import build_pipeline
 from service.settings import Settings
 
 SUBJECTS = ["canteen", "VPN", "payslip", "car park", "reorganisation", "pension", "printer", "night shift"]

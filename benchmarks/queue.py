@@ -45,12 +45,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from classifiers.pipeline import Analysis
-from service import keys, migrate
-from service.app import create_app
+from service import migrate
+from service.auth import keys
 from service.database import create_engine, transaction
 from service.models import ItemState, QueueItem, Role
 from service.models.base import utcnow
 from service.settings import Settings
+from switchboard.app import create_app
 from tests.queue_seed import seed_items
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -24,12 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from benchmarks.routing import MEMBERS, TEAMS, TEXT, actions, condition, document, token
-from service import migrate, simulation
+from service import migrate
 from service.database import create_engine, create_session_factory, table, transaction
 from service.models import Comment, CommentAnalysis, Member, QueueItem, Simulation, Source, Team, TeamMember
 from service.models.base import utcnow
 from service.models.queue import NO_DUE
-from service.routing import RulesetIn
+from service.routing import RulesetIn, simulation
 from service.settings import Settings
 
 POSTGRES_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Body
 
+from routers.deps import AdminDep, SessionDep
 from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
-from service import api_keys
-from service.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
-from service.deps import AdminDep, SessionDep
+from service.auth import api_keys
+from service.auth.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
 
 router = api_router(prefix="/v1/admin/api-keys", tags=["admin: api keys"], responses=problem_responses(401, 403))
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Query
 
+from routers.deps import AdminDep, SessionDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import audit_log
-from service.audit_log import AuditFilter, AuditPage, VerificationPublic
-from service.deps import AdminDep, SessionDep
+from service.audit import search as audit_log
+from service.audit.search import AuditFilter, AuditPage, VerificationPublic
 
 router = api_router(prefix="/v1/admin/audit", tags=["admin: audit"], responses=problem_responses(401, 403))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from routers.deps import CurrentPrincipal, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import classification
-from service.classification import ClassifyRequest, ClassifyResponse
-from service.deps import CurrentPrincipal, SessionDep, SettingsDep
+from service.classification import classifier as classification
+from service.classification.classifier import ClassifyRequest, ClassifyResponse
 
 router = api_router(tags=["classify"])
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+from routers.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import comments, labels
-from service.comments import CommentPublic
-from service.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
-from service.labels import LabelCreate, LabelPublic
+from service.classification import labels
+from service.classification.labels import LabelCreate, LabelPublic
+from service.ingest import comments
+from service.ingest.comments import CommentPublic
 from service.models.base import utcnow
 
 router = api_router(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))

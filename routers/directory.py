@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import Query, Response
 
+from routers.deps import AdminDep, SessionDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import directory
-from service.deps import AdminDep, SessionDep
+from service.directory import members as directory
 from service.models.directory import MemberCreate, MemberPublic, MemberUpdate, TeamCreate, TeamPublic, TeamUpdate
 
 members = api_router(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))

@@ -29,5 +29,5 @@ async def healthz() -> Status:
 async def readyz(request: Request) -> Status:
     """The database (and Redis, when configured) answer, and the in-process classifier has warmed up."""
     state = request.app.state
-    checks = await health.check(state.engine, state.queue, state.classifiers)
+    checks = await health.check(state.engine, state.backend, state.classifiers)
     return Status(status="ok", checks=checks)

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import Query
 
+from routers.deps import AdminDep, JobsDep, SessionDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import job_admin
-from service.deps import AdminDep, JobsDep, SessionDep
-from service.job_admin import JobPage, JobPublic
+from service.jobs import admin as job_admin
+from service.jobs.admin import JobPage, JobPublic
 from service.models import JobState
 
 router = api_router(prefix="/v1/admin/jobs", tags=["admin: jobs"], responses=problem_responses(401, 403))

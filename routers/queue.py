@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import Query, Response
 
+from routers.deps import CurrentPrincipal, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import queue
-from service.deps import CurrentPrincipal, SessionDep, SettingsDep
 from service.models.base import utcnow
-from service.queue import (
+from service.queue import actions as queue
+from service.queue.actions import (
     AnswerIn,
     QueueFilter,
     QueueItemDetail,

@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import Query, Request, Response
 
+from routers.deps import AdminDep, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
-from service import rules, simulation, tuning
-from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
 from service.models.base import utcnow
-from service.rules import RulesetPublic, RulesetPut
-from service.simulation import RerouteIn, RerouteResult, SimulateIn, SimulationPublic
-from service.tuning import ExplainIn, ExplainOut, SuggestionsOut
+from service.routing import rules, simulation, tuning
+from service.routing.rules import RulesetPublic, RulesetPut
+from service.routing.simulation import RerouteIn, RerouteResult, SimulateIn, SimulationPublic
+from service.routing.tuning import ExplainIn, ExplainOut, SuggestionsOut
 
 router = api_router(prefix="/v1/admin/rules", tags=["admin: rules"], responses=problem_responses(401, 403))
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import Response
 
+from routers.deps import AdminDep, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
-from service import topics
-from service.deps import AdminDep, JobsDep, SessionDep, SettingsDep
+from service.classification import topics
 from service.models.topic import TopicCreate, TopicPublic, TopicUpdate
 
 router = api_router(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))

@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import Query
 
+from routers.deps import AdminDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service import simulation, tuning
-from service.deps import AdminDep, SessionDep, SettingsDep
 from service.models.base import utcnow
-from service.simulation import SimulationPublic
-from service.tuning import FeedbackOut
+from service.routing import simulation, tuning
+from service.routing.simulation import SimulationPublic
+from service.routing.tuning import FeedbackOut
 
 router = api_router(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
 

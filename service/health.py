@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.database import ping
 from service.errors import NotReady
-from service.jobs import JobQueue
+from service.jobs.backends import JobBackend
 
 CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -20,10 +20,10 @@ class Probe(Protocol):
     async def ping(self) -> None: ...
 
 
-async def check(engine: AsyncEngine, queue: JobQueue, classifier: Probe) -> dict[str, str]:
+async def check(engine: AsyncEngine, backend: JobBackend, classifier: Probe) -> dict[str, str]:
     """'ok' per dependency (and the classifier's warm-up), or NotReady naming the ones that failed."""
     results: dict[str, str] = {}
-    for name, probe in (("classifier", classifier.ping()), ("database", ping(engine)), ("queue", queue.ping())):
+    for name, probe in (("classifier", classifier.ping()), ("database", ping(engine)), ("queue", backend.ping())):
         try:
             await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
             results[name] = "ok"

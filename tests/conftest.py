@@ -24,10 +24,11 @@ from sqlmodel import SQLModel
 from classifiers.encoder import Encoder
 from classifiers.pipeline import BatchingAnalyser
 from service import migrate
-from service.app import build_pipeline, create_app
+from service.classification.loader import build_pipeline
 from service.database import create_engine
-from service.jobs import InlineQueue
+from service.jobs.backends import InlineBackend
 from service.settings import Settings
+from switchboard.app import create_app
 from tests.factories import ADMIN_KEY
 
 POSTGRES_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -209,6 +210,6 @@ async def client(database_url: str, analyser: BatchingAnalyser) -> AsyncIterator
 
 async def drain(client: httpx.AsyncClient) -> None:
     """Wait until the in-process backend has processed everything it was handed."""
-    queue = client.app.state.queue  # type: ignore[attr-defined]
-    assert isinstance(queue, InlineQueue)
+    queue = client.app.state.backend  # type: ignore[attr-defined]
+    assert isinstance(queue, InlineBackend)
     await queue.drain()

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from service.adapters.standard import sign
+from service.ingest.adapters.standard import sign
 
 ADMIN_KEY = "sbk_test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -136,8 +136,8 @@ async def put_rules(client: httpx.AsyncClient, rules: list[dict[str, Any]]) -> d
 
 async def responder_headers(client: httpx.AsyncClient, member_id: str) -> dict[str, str]:
     """A responder API key bound to the member (created as `switchboard create-key` does)."""
+    from service.auth.keys import create_key
     from service.database import transaction
-    from service.keys import create_key
     from service.models import Role
 
     factory = client.app.state.session_factory  # type: ignore[attr-defined]

@@ -31,7 +31,11 @@ def switchboard(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
     with log.open("ab") as out:
         return subprocess.Popen(  # noqa: S603  (our own CLI, fixed arguments)
-            [sys.executable, "-m", "service.cli", *args], env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "switchboard.cli", *args],
+            env=full_env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

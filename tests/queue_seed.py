@@ -100,8 +100,8 @@ async def seed_processed(
     body: str | None = None,
 ) -> list[uuid.UUID]:
     """Comments as processing leaves them (analysis stored), placed in the queue by the real dispatcher."""
-    from service.dispatch import dispatch_comments
     from service.models import CommentAnalysis
+    from service.routing.dispatch import dispatch_comments
 
     now = now or utcnow()
     source_id = (await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == source))).scalar_one()

@@ -7,8 +7,8 @@ import logging
 from typing import Any, TypedDict
 
 from classifiers.pipeline import Analyser
-from service.app import load_analyser
-from service.classification import Classifier
+from service.classification.classifier import Classifier
+from service.classification.loader import load_analyser
 from service.database import SessionFactory, create_engine, create_session_factory
 from service.settings import Settings
 

@@ -7,10 +7,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from service import processing, simulation, sla
-from service.jobs import SIMULATION_JOB_FUNCTION
-from service.jobs import reconcile as reconcile_sweep
+from service.jobs import processing
+from service.jobs.backends import SIMULATION_JOB_FUNCTION
+from service.jobs.backends import reconcile as reconcile_sweep
 from service.models.base import utcnow
+from service.queue import sla
+from service.routing import simulation
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 from arq import cron
 from arq.connections import RedisSettings
 
-from service.jobs import PROCESS_JOB_FUNCTION, SIMULATION_JOB_FUNCTION
-from service.jobs import redis_settings as make_redis_settings
+from service.jobs.backends import PROCESS_JOB_FUNCTION, SIMULATION_JOB_FUNCTION
+from service.jobs.backends import redis_settings as make_redis_settings
 from service.settings import Settings
 from workers import context, jobs
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
-from service import keys
+from service.auth import keys
 from service.database import transaction
 from service.models import AuditEvent, Role
 from service.models.base import utcnow
@@ -150,7 +150,7 @@ async def test_a_restart_does_not_bring_back_a_revoked_or_rotated_bootstrap_key(
         assert retired.status_code == 200, retired.text
         assert await works(client, ADMIN_KEY) == 401
 
-    with caplog.at_level(logging.WARNING, logger="service.keys"):
+    with caplog.at_level(logging.WARNING, logger="service.auth.keys"):
         async with running_app(settings, analyser) as client:
             assert await works(client, ADMIN_KEY) == 401
             listed = {k["name"]: k["state"] for k in (await client.get(KEYS, headers=bearer(other["key"]))).json()}

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
-from service import keys
+from service.auth import keys
 from service.database import transaction
 from service.models import AuditEvent
 from service.models.base import utcnow
@@ -73,7 +73,7 @@ async def verify_cli(client: httpx.AsyncClient) -> tuple[int, str]:
     """`switchboard verify-audit` against the app's database: (exit code, output)."""
     database_url = client.app.state.settings.database_url  # type: ignore[attr-defined]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "verify-audit",
+        sys.executable, "-m", "switchboard.cli", "verify-audit",
         env={**os.environ, "SWITCHBOARD_DATABASE_URL": database_url}, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

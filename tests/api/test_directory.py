@@ -478,7 +478,7 @@ async def test_responder_key_is_forbidden_on_every_directory_route(client: httpx
 
 def run_create_key(database_url: str, member: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603  (our own CLI)
-        [sys.executable, "-m", "service.cli", "create-key", "--role", "responder", "--member", member],
+        [sys.executable, "-m", "switchboard.cli", "create-key", "--role", "responder", "--member", member],
         env={**os.environ, "SWITCHBOARD_DATABASE_URL": database_url},
         cwd=ROOT,
         capture_output=True,

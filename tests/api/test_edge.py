@@ -238,7 +238,7 @@ async def test_client_leaving_before_its_body_is_not_an_unhandled_error(
 
 def test_every_route_passes_the_edge_checks() -> None:
     from routers.problems import _routes
-    from service.app import create_app
+    from switchboard.app import create_app
 
     routes = [r for r in _routes(create_app().routes) if isinstance(r, APIRoute)]
     assert len(routes) > 50

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from service.app import create_app
 from service.settings import Settings
+from switchboard.app import create_app
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
@@ -22,7 +22,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 
 
 async def test_readiness_fails_when_the_job_consumer_is_down(client: httpx.AsyncClient) -> None:
-    await client.app.state.queue.close()  # type: ignore[attr-defined]
+    await client.app.state.backend.close()  # type: ignore[attr-defined]
     ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["code"] == "not_ready"

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from service import sla
 from service.database import transaction
 from service.models import ItemState
 from service.models.base import utcnow
+from service.queue import sla
 from tests.conftest import drain
 from tests.factories import (
     ADMIN,

@@ -6,10 +6,10 @@ import httpx
 import pytest
 
 from classifiers.pipeline import BatchingAnalyser
-from service import keys
+from service.auth import keys
+from service.auth.ratelimit import MemoryLimiter, RedisLimiter, sliding_window_wait
 from service.database import transaction
 from service.models import Role
-from service.ratelimit import MemoryLimiter, RedisLimiter, sliding_window_wait
 from tests.conftest import make_settings, running_app
 from tests.factories import ADMIN, comment_payload, create_source, encode, post_event
 

@@ -104,8 +104,8 @@ async def test_only_the_new_secret_works_after_the_grace_period(database_url: st
 
 
 def test_previous_secret_expires_exactly_at_the_end_of_grace() -> None:
+    from service.ingest.sources import valid_secrets
     from service.models import Source
-    from service.sources import valid_secrets
 
     now = utcnow()
     source = Source(
@@ -145,7 +145,7 @@ async def test_admin_routes_need_an_admin_key(
 
 
 async def test_responder_key_is_forbidden_on_admin_routes(client: httpx.AsyncClient) -> None:
-    from service import keys
+    from service.auth import keys
     from service.database import transaction
     from service.models import Role
 
@@ -157,7 +157,7 @@ async def test_responder_key_is_forbidden_on_admin_routes(client: httpx.AsyncCli
 
 
 async def test_revoked_and_expired_keys_are_refused(client: httpx.AsyncClient) -> None:
-    from service import keys
+    from service.auth import keys
     from service.database import transaction
     from service.models import Role
 
@@ -177,7 +177,7 @@ async def test_bootstrap_key_is_created_once_when_processes_start_together(datab
 
     import sqlalchemy as sa
 
-    from service import keys
+    from service.auth import keys
     from service.database import create_engine, create_session_factory, transaction
     from service.models import Role
 

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
-from service.adapters.standard import sign
 from service.database import create_engine
+from service.ingest.adapters.standard import sign
 from service.models import Comment, CommentVersion, Delivery, Job
 from tests.conftest import drain
 from tests.factories import ADMIN, comment_payload, create_source, encode, post_event, signed_headers
@@ -153,7 +153,7 @@ async def test_delete_before_create_leaves_a_tombstone(client: httpx.AsyncClient
 
 async def test_deleting_cancels_pending_work(client: httpx.AsyncClient) -> None:
     secret = await create_source(client)
-    queue = client.app.state.queue  # type: ignore[attr-defined]
+    queue = client.app.state.backend  # type: ignore[attr-defined]
     await queue.close()  # nothing runs: the job stays pending
     created = await post_event(client, secret, comment_payload("c-12"))
     await post_event(client, secret, comment_payload("c-12", event="comment.deleted"))
@@ -304,7 +304,7 @@ def test_standard_webhooks_published_test_vector_verifies() -> None:
     # The vector from the Standard Webhooks reference libraries' test suites.
     from datetime import UTC, datetime
 
-    from service.adapters.standard import verify
+    from service.ingest.adapters.standard import verify
 
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'
@@ -338,7 +338,7 @@ async def test_acknowledged_comment_survives_a_restart_before_processing(
 
     settings = make_settings(database_url, job_requeue_seconds=3600)
     async with running_app(settings, analyser) as first:
-        await first.app.state.queue.close()  # type: ignore[attr-defined]  # the process dies before processing
+        await first.app.state.backend.close()  # type: ignore[attr-defined]  # the process dies before processing
         secret = await create_source(first)
         accepted = await post_event(first, secret, comment_payload())
         assert accepted.status_code == 202

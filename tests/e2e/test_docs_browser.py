@@ -18,8 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
-from service.app import create_app
 from service.settings import Settings
+from switchboard.app import create_app
 from tests.conftest import unavailable
 from tests.processes import free_port
 

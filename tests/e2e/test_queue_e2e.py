@@ -58,7 +58,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, tim
 async def cli_responder_key(database_url: str, member: str) -> dict[str, str]:
     """A responder key made by `switchboard create-key` against the server's database; returns the headers."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", "create-key", "--role", "responder", "--member", member,
+        sys.executable, "-m", "switchboard.cli", "create-key", "--role", "responder", "--member", member,
         "--name", f"e2e {member}",
         cwd=ROOT, env={**os.environ, "SWITCHBOARD_DATABASE_URL": database_url},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.adapters.standard import sign
+from service.ingest.adapters.standard import sign
 from tests.fuzz.world import HOOKS, World
 
 SEED = 20261121

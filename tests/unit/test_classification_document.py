@@ -8,7 +8,7 @@ from classifiers.heads import HeadResult
 from classifiers.pii import PiiFinding
 from classifiers.pipeline import Analysis
 from classifiers.topics import Neighbour, TopicResult
-from service.classification import document, thresholds_for
+from service.classification.classifier import document, thresholds_for
 from service.settings import Settings
 
 

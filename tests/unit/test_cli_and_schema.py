@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603  (our own CLI)
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "switchboard.cli", *args],
         env={**os.environ, **(env or {})},
         cwd=cwd,
         capture_output=True,
@@ -52,7 +52,7 @@ def test_create_key_prints_a_working_key_once(tmp_path: Path) -> None:
     assert len(raw) >= 4 + 43  # 256 random bits
     import asyncio
 
-    from service import keys
+    from service.auth import keys
     from service.database import create_session_factory
 
     async def check() -> None:
@@ -116,7 +116,7 @@ async def test_migrations_create_exactly_the_models(database_url: str) -> None:
 
 
 async def test_app_refuses_to_start_on_an_unmigrated_database(tmp_path: Path) -> None:
-    from service.app import create_app
+    from switchboard.app import create_app
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/empty.db"))
     with pytest.raises(RuntimeError, match="switchboard migrate"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import app as cli
 from service.settings import Settings
+from switchboard.cli import app as cli
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 COMPOSE = (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()

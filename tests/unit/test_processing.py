@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import Analysis, BatchingAnalyser
-from service import processing
-from service.adapters import CommentEvent, ThreadRef
 from service.database import SessionFactory, create_engine, create_session_factory, transaction
-from service.ingest import apply_event
-from service.jobs import reconcile
+from service.ingest.adapters import CommentEvent, ThreadRef
+from service.ingest.events import apply_event
+from service.jobs import processing
+from service.jobs.backends import reconcile
 from service.models import CommentAnalysis, Job, JobState, Source
 from service.models.base import utcnow
 from service.settings import Settings

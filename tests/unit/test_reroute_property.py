@@ -22,12 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import col
 
-from service import dispatch, rules, simulation
 from service.database import create_engine, create_session_factory, transaction
 from service.models import AuditEvent, ItemState, Member, QueueItem, Source, Team, TeamMember
 from service.models.base import utcnow
-from service.routing import RulesetIn, compile_ruleset
-from service.rules import RulesetPut
+from service.routing import RulesetIn, compile_ruleset, dispatch, rules, simulation
+from service.routing.rules import RulesetPut
 from service.settings import Settings
 from tests.queue_seed import classification, seed_processed
 

@@ -232,7 +232,7 @@ def test_every_string_field_is_covered_by_the_table() -> None:
 
 
 def test_score_heads_are_the_classifiers_heads() -> None:
-    from service.classification import HEAD_NAMES
+    from service.classification.classifier import HEAD_NAMES
 
     assert HEADS == HEAD_NAMES
 

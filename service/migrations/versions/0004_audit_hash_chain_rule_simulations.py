@@ -53,7 +53,7 @@ def upgrade() -> None:
 
 def _chain_existing_audit_events() -> None:
     """Records written before the chain existed are chained now, in id order (the same function as new ones)."""
-    from service.audit import GENESIS, canonical, chain_hash
+    from service.audit.chain import GENESIS, canonical, chain_hash
     from service.models.base import UTCDateTime
 
     events = sa.table(

@@ -1,0 +1,127 @@
+"""Admin use cases for the topic taxonomy (the classifier refits itself when it changes)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from classifiers.topics import OTHER
+from service.audit import chain as audit
+from service.errors import AlreadyExists, InvalidPayload, NotFound
+from service.jobs import reclassify
+from service.models import Topic
+from service.models.base import utcnow
+from service.models.topic import MAX_EXAMPLE_LENGTH, TopicCreate, TopicPublic, TopicUpdate
+from service.settings import Settings
+
+
+def _public(topic: Topic) -> TopicPublic:
+    assert topic.id is not None
+    return TopicPublic(
+        id=topic.id,
+        name=topic.name,
+        description=topic.description,
+        examples=list(topic.examples),
+        created_at=topic.created_at,
+        updated_at=topic.updated_at,
+    )
+
+
+def _audit_view(topic: Topic) -> dict[str, Any]:
+    # Example texts are comment-like and may carry personal data: the trail records how many, not what.
+    return {"name": topic.name, "description": topic.description, "examples": len(topic.examples)}
+
+
+def _clean_examples(examples: list[str]) -> list[str]:
+    cleaned = list(dict.fromkeys(e.strip() for e in examples if e.strip()))
+    too_long = [i for i, e in enumerate(cleaned) if len(e) > MAX_EXAMPLE_LENGTH]
+    if too_long:
+        raise InvalidPayload(f"Examples may have at most {MAX_EXAMPLE_LENGTH} characters (example {too_long[0]}).")
+    return cleaned
+
+
+async def _check_name(session: AsyncSession, name: str, *, except_id: int | None = None) -> None:
+    if name.strip().lower() == OTHER:
+        raise InvalidPayload(f"'{OTHER}' is reserved for comments that fit no topic.")
+    stmt = sa.select(col(Topic.id)).where(
+        sa.func.lower(col(Topic.name)) == name.strip().lower(), col(Topic.deleted_at).is_(None)
+    )
+    if except_id is not None:
+        stmt = stmt.where(col(Topic.id) != except_id)
+    if (await session.execute(stmt)).first() is not None:
+        raise AlreadyExists(f"A topic named '{name}' exists.")
+
+
+async def _get(session: AsyncSession, topic_id: int) -> Topic:
+    topic = (
+        await session.execute(
+            sa.select(Topic).where(col(Topic.id) == topic_id, col(Topic.deleted_at).is_(None)).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if topic is None:
+        raise NotFound(f"There is no topic {topic_id}.")
+    return topic
+
+
+async def create(
+    session: AsyncSession, *, data: TopicCreate, actor: str, settings: Settings
+) -> tuple[TopicPublic, list[uuid.UUID]]:
+    """Add a topic to the taxonomy; returns it and the re-classification jobs to enqueue after commit."""
+    await _check_name(session, data.name)
+    topic = Topic(name=data.name.strip(), description=data.description, examples=_clean_examples(data.examples))
+    session.add(topic)
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="topic.created", target_type="topic", target_id=str(topic.id),
+        after=_audit_view(topic),
+    )  # fmt: skip
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
+
+
+async def list_all(session: AsyncSession) -> list[TopicPublic]:
+    """The taxonomy, oldest topic first."""
+    rows = await session.execute(sa.select(Topic).where(col(Topic.deleted_at).is_(None)).order_by(col(Topic.id)))
+    return [_public(t) for t in rows.scalars()]
+
+
+async def read(session: AsyncSession, *, topic_id: int) -> TopicPublic:
+    """One topic."""
+    return _public(await _get(session, topic_id))
+
+
+async def update(
+    session: AsyncSession, *, topic_id: int, data: TopicUpdate, actor: str, settings: Settings
+) -> tuple[TopicPublic, list[uuid.UUID]]:
+    """Rename a topic, change its description or replace its examples (and re-classify recent comments)."""
+    topic = await _get(session, topic_id)
+    before = _audit_view(topic)
+    if data.name is not None:
+        await _check_name(session, data.name, except_id=topic_id)
+        topic.name = data.name.strip()
+    if "description" in data.model_fields_set:
+        topic.description = data.description
+    if data.examples is not None:
+        topic.examples = _clean_examples(data.examples)
+    topic.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="topic.updated", target_type="topic", target_id=str(topic_id),
+        before=before, after=_audit_view(topic),
+    )  # fmt: skip
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
+
+
+async def delete(session: AsyncSession, *, topic_id: int, actor: str, settings: Settings) -> list[uuid.UUID]:
+    """Remove a topic from the taxonomy; recent comments are classified again (returns their job ids)."""
+    topic = await _get(session, topic_id)
+    topic.deleted_at = topic.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="topic.deleted", target_type="topic", target_id=str(topic_id),
+        before=_audit_view(topic),
+    )  # fmt: skip
+    return await reclassify.enqueue_recent(session, settings=settings)

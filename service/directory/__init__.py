@@ -1,0 +1,1 @@
+"""Who answers: members, their platform identities, teams and their leads."""

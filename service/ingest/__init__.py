@@ -1,0 +1,1 @@
+"""Comments in: platform adapters, sources (signing secrets, thresholds), receiving webhooks, reading comments."""

@@ -1,0 +1,159 @@
+"""Admin use cases for sources: create, list, read, update, delete, rotate the signing secret."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from service.audit import chain as audit
+from service.errors import AlreadyExists, NotFound
+from service.ingest.adapters.standard import SECRET_PREFIX
+from service.models import Source
+from service.models.base import utcnow
+from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
+
+
+def generate_secret() -> str:
+    """A Standard Webhooks signing secret: 'whsec_' + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def to_public(source: Source) -> SourcePublic:
+    """The admin view of a source."""
+    return SourcePublic(
+        slug=source.slug,
+        name=source.name,
+        kind=source.kind,
+        active=source.active,
+        thresholds=dict(source.thresholds or {}),
+        webhook_path=f"/v1/webhooks/{source.slug}",
+        previous_secret_expires_at=source.previous_secret_expires_at,
+        created_at=source.created_at,
+        updated_at=source.updated_at,
+    )
+
+
+def _with_secret(source: Source) -> SourceWithSecret:
+    return SourceWithSecret(**to_public(source).model_dump(), secret=source.secret)
+
+
+def _audit_view(source: Source) -> dict[str, Any]:
+    return {
+        "slug": source.slug,
+        "name": source.name,
+        "kind": source.kind,
+        "active": source.active,
+        "thresholds": source.thresholds,
+    }
+
+
+def valid_secrets(source: Source, now: datetime) -> list[str]:
+    """Secrets a delivery may be signed with now: the current one, and the previous one during its grace."""
+    found = [source.secret]
+    if source.previous_secret and source.previous_secret_expires_at and source.previous_secret_expires_at > now:
+        found.append(source.previous_secret)
+    return found
+
+
+async def get_by_slug(session: AsyncSession, slug: str, *, for_update: bool = False) -> Source:
+    """A live (not deleted) source, or NotFound."""
+    stmt = sa.select(Source).where(col(Source.slug) == slug, col(Source.deleted_at).is_(None))
+    if for_update:
+        stmt = stmt.with_for_update()
+    source = (await session.execute(stmt)).scalar_one_or_none()
+    if source is None:
+        raise NotFound(f"There is no source '{slug}'.")
+    return source
+
+
+async def create(session: AsyncSession, *, data: SourceCreate, actor: str) -> SourceWithSecret:
+    """Create a source and return it with its signing secret (shown only this once)."""
+    taken = await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == data.slug))
+    if taken.first() is not None:
+        raise AlreadyExists(f"A source with slug '{data.slug}' exists (or existed: slugs are never reused).")
+    source = Source(slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret())
+    session.add(source)
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="source.created",
+        target_type="source",
+        target_id=source.slug,
+        after=_audit_view(source),
+    )
+    return _with_secret(source)
+
+
+async def list_all(session: AsyncSession) -> list[SourcePublic]:
+    """Every live source, by slug."""
+    rows = await session.execute(sa.select(Source).where(col(Source.deleted_at).is_(None)).order_by(col(Source.slug)))
+    return [to_public(s) for s in rows.scalars()]
+
+
+async def read(session: AsyncSession, *, slug: str) -> SourcePublic:
+    """One live source."""
+    return to_public(await get_by_slug(session, slug))
+
+
+async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor: str) -> SourcePublic:
+    """Change a source's name or active flag."""
+    source = await get_by_slug(session, slug, for_update=True)
+    before = _audit_view(source)
+    for field, value in data.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(source, field, dict(value) if field == "thresholds" else value)
+    source.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="source.updated",
+        target_type="source",
+        target_id=slug,
+        before=before,
+        after=_audit_view(source),
+    )
+    return to_public(source)
+
+
+async def delete(session: AsyncSession, *, slug: str, actor: str) -> None:
+    """Retire a source: its webhooks are refused from now on; the comments it sent are kept."""
+    source = await get_by_slug(session, slug, for_update=True)
+    source.deleted_at = source.updated_at = utcnow()
+    source.active = False
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="source.deleted",
+        target_type="source",
+        target_id=slug,
+        before=_audit_view(source),
+    )
+
+
+async def rotate_secret(session: AsyncSession, *, slug: str, grace: timedelta, actor: str) -> SourceWithSecret:
+    """Issue a new signing secret; the old one stays valid for `grace`."""
+    source = await get_by_slug(session, slug, for_update=True)
+    now = utcnow()
+    source.previous_secret = source.secret
+    source.previous_secret_expires_at = now + grace
+    source.secret = generate_secret()
+    source.updated_at = now
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="source.secret_rotated",
+        target_type="source",
+        target_id=slug,
+        after={"previous_secret_expires_at": source.previous_secret_expires_at.isoformat()},
+    )
+    return _with_secret(source)

@@ -1,0 +1,232 @@
+"""Queue backends. The job row is the source of truth; a backend only gets ids to work on sooner.
+
+- InlineBackend: the embedded default. An asyncio consumer in the API process batches ids into
+  processing.process_jobs; a timer runs the reconciler.
+- ArqBackend: ids go to Redis; `switchboard worker` processes (workers/) run them and the reconciler cron.
+
+`enqueue` never raises: when the backend is unreachable the ids stay pending in the database and the
+reconciler hands them out again later. That is what lets a webhook be acknowledged while Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from service.database import SessionFactory
+from service.jobs import processing
+from service.models.base import utcnow
+from service.queue import sla
+from service.routing import simulation
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROCESS_JOB_FUNCTION = "process_comment_jobs"
+SIMULATION_JOB_FUNCTION = "run_simulation"
+_OUTAGE_BACKOFF_SECONDS = 5.0
+
+
+class JobBackend(Protocol):
+    """What the API needs from a queue backend."""
+
+    async def start(self) -> None: ...
+
+    async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InlineBackend:
+    """In-process backend: one consumer task batches job ids; a timer reconciles with the job table."""
+
+    def __init__(
+        self,
+        factory: SessionFactory,
+        settings: Settings,
+        run_batch: Callable[[Sequence[uuid.UUID]], Awaitable[Any]],
+    ) -> None:
+        self._factory = factory
+        self._settings = settings
+        self._run_batch = run_batch
+        self._queue: asyncio.Queue[uuid.UUID] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._simulations: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start the consumer and the reconciler (which first picks up work left by an earlier run)."""
+        self._queue = asyncio.Queue()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="switchboard-inline-consumer"),
+            asyncio.create_task(self._reconcile_forever(), name="switchboard-inline-reconciler"),
+            asyncio.create_task(self._sla_forever(), name="switchboard-inline-sla-clock"),
+        ]
+
+    async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Hand ids to the consumer (dropped if the queue is not running: the reconciler has them)."""
+        if self._queue is None:
+            return
+        for job_id in job_ids:
+            self._queue.put_nowait(job_id)
+
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None:
+        """Run a stored simulation in a task of this process (the reconciler restarts it if the process dies)."""
+        task = asyncio.create_task(
+            simulation.run(self._factory, simulation_id, settings=self._settings), name=f"simulation-{simulation_id}"
+        )
+        self._simulations.add(task)
+        task.add_done_callback(self._simulations.discard)
+
+    async def ping(self) -> None:
+        """The inline backend is up while its tasks are."""
+        if not self._tasks or any(t.done() for t in self._tasks):
+            raise RuntimeError("the in-process job consumer is not running")
+
+    async def close(self) -> None:
+        """Stop the tasks; unfinished rows stay pending or running and are picked up on the next start."""
+        for task in [*self._tasks, *self._simulations]:
+            task.cancel()
+        for task in [*self._tasks, *self._simulations]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._queue = None
+
+    async def drain(self, seconds: float = 60.0) -> None:
+        """Wait until every queued id has been processed (tests and the benchmark use this)."""
+        assert self._queue is not None
+        await asyncio.wait_for(self._queue.join(), seconds)
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self._settings.inline_batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._run_batch(list(dict.fromkeys(batch)))
+            except Exception:  # the rows stay claimed and are handed out again after the lease
+                log.exception("inline batch of %d jobs failed", len(batch))
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _reconcile_forever(self) -> None:
+        first = True  # what an earlier process had queued in memory is gone: hand out all pending rows
+        while True:
+            try:
+                await reconcile(self._factory, self._settings, self.enqueue, queue_was_lost=first)
+                for simulation_id in await simulation.pending(self._factory, settings=self._settings):
+                    await self.run_simulation(simulation_id)
+                first = False
+            except Exception:
+                log.exception("reconciler sweep failed")
+            await asyncio.sleep(self._settings.reconcile_interval_seconds)
+
+    async def _sla_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sla_sweep_interval_seconds)
+            try:
+                await sla.sweep(self._factory, settings=self._settings, now=utcnow())
+            except Exception:
+                log.exception("SLA sweep failed")
+
+
+class ArqBackend:
+    """Redis backend: enqueue ids for `switchboard worker` processes. Tolerates Redis being down."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._pool: Any = None
+        self._down_until = 0.0
+
+    async def start(self) -> None:
+        """Connect if Redis is there; if not, connect later on demand."""
+        try:
+            await self._connect()
+        except Exception as exc:
+            log.warning("Redis is not reachable yet (%s); webhooks are still accepted", exc)
+
+    async def _connect(self) -> Any:
+        if self._pool is None:
+            from arq import create_pool
+
+            self._pool = await create_pool(redis_settings(self._redis_url, retries=0))
+        return self._pool
+
+    async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Enqueue one arq job per id; on any Redis error leave the rows to the reconciler."""
+        if not job_ids or time.monotonic() < self._down_until:
+            return
+        try:
+            pool = await self._connect()
+            for job_id in job_ids:
+                await pool.enqueue_job(PROCESS_JOB_FUNCTION, [str(job_id)])
+        except Exception as exc:
+            self._down_until = time.monotonic() + _OUTAGE_BACKOFF_SECONDS
+            log.warning("could not enqueue %d jobs (%s); the reconciler will", len(job_ids), exc)
+
+    async def run_simulation(self, simulation_id: uuid.UUID) -> None:
+        """Hand a stored simulation to the workers (on a Redis error the reconciler does it later)."""
+        try:
+            pool = await self._connect()
+            await pool.enqueue_job(SIMULATION_JOB_FUNCTION, str(simulation_id))
+        except Exception as exc:
+            log.warning("could not enqueue simulation %s (%s); the reconciler will", simulation_id, exc)
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers."""
+        pool = await self._connect()
+        await pool.ping()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+
+def redis_settings(url: str, *, retries: int = 2) -> Any:
+    """arq RedisSettings for a URL, with short timeouts so an outage is noticed rather than waited out.
+
+    The API passes retries=0: a webhook must not wait for Redis, its job row is safe in the database.
+    """
+    from arq.connections import RedisSettings
+
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 1
+    settings.conn_retries = retries
+    settings.conn_retry_delay = 1
+    return settings
+
+
+async def reconcile(
+    factory: SessionFactory,
+    settings: Settings,
+    enqueue: Callable[[Sequence[uuid.UUID]], Awaitable[None]],
+    *,
+    queue_was_lost: bool = False,
+) -> int:
+    """One sweep: hand out due job rows again and forget old webhook ids. Returns how many were handed out."""
+    total = 0
+    while True:
+        ids = await processing.due_jobs(factory, settings=settings, queue_was_lost=queue_was_lost)
+        if ids:
+            await enqueue(ids)
+            total += len(ids)
+        if len(ids) < 1000:
+            break
+    pruned = await processing.prune_deliveries(factory, settings=settings)
+    if total or pruned:
+        log.info("reconciler: re-enqueued %d jobs, forgot %d old webhook ids", total, pruned)
+    return total

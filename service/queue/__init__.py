@@ -1,0 +1,1 @@
+"""The responder queue: listing, claiming, answering, resolving, reassigning; item transitions; the SLA clock."""

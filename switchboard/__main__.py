@@ -1,0 +1,5 @@
+"""`python -m switchboard`: the CLI."""
+
+from switchboard.cli import main
+
+main()

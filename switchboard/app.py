@@ -1,0 +1,126 @@
+"""The application factory: create_app(settings) builds everything in its lifespan, nothing at import."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from classifiers.pipeline import Analyser
+from service import migrate
+from service.auth import keys, ratelimit
+from service.classification.loader import ClassifierProvider
+from service.database import create_engine, create_session_factory, transaction
+from service.jobs import processing
+from service.jobs.backends import ArqBackend, InlineBackend, JobBackend
+from service.models import Role
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, analyser: Analyser | None = None) -> FastAPI:
+    """Build the API. `analyser` lets tests share one loaded model; by default the lifespan loads it."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        factory = create_session_factory(engine)
+        current, head = await migrate.current_revision(engine), migrate.head_revision()
+        if current != head:
+            await engine.dispose()
+            raise RuntimeError(
+                f"the database is at migration {current}, the code needs {head}: run `switchboard migrate`"
+            )
+        if settings.bootstrap_admin_key is not None:
+            async with transaction(factory) as session:
+                await keys.ensure_key(
+                    session,
+                    raw=settings.bootstrap_admin_key.get_secret_value(),
+                    role=Role.admin,
+                    name="bootstrap",
+                )
+        classifiers = ClassifierProvider(settings, factory, analyser)
+        backend: JobBackend
+        if settings.redis_url:
+            backend = ArqBackend(settings.redis_url)  # workers classify; this process loads the model only if asked
+        else:
+            # Loaded before serving (the language models hold the GIL while they load); warmed up while serving.
+            classifier = await classifiers.get()
+            classifiers.start_warm_up()
+
+            async def run_batch(job_ids: Sequence[uuid.UUID]) -> None:
+                await processing.process_jobs(factory, classifier, job_ids, settings=settings)
+
+            backend = InlineBackend(factory, settings, run_batch)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = factory
+        app.state.backend = backend
+        app.state.classifiers = classifiers
+        app.state.rate_limiter = limiter = ratelimit.build(settings)
+        await backend.start()
+        try:
+            yield
+        finally:
+            await limiter.aclose()
+            await backend.close()
+            await classifiers.aclose()
+            await engine.dispose()
+
+    from routers import (
+        api_keys,
+        audit,
+        classify,
+        comments,
+        directory,
+        docs,
+        health,
+        jobs,
+        problems,
+        queue,
+        rules,
+        sources,
+        topics,
+        tuning,
+        webhooks,
+    )
+
+    app = FastAPI(
+        title="Switchboard",
+        version="0.1.0",
+        summary="Comment moderation and response routing for intranet platforms.",
+        lifespan=lifespan,
+        docs_url=None,  # routers.docs serves Swagger UI from the installed package instead of a CDN
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    for module in (
+        webhooks,
+        sources,
+        topics,
+        directory,
+        rules,
+        tuning,
+        queue,
+        comments,
+        classify,
+        jobs,
+        api_keys,
+        audit,
+        health,
+        docs,
+    ):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Uvicorn factory target: settings from SWITCHBOARD_* variables."""
+    logging.basicConfig(level=Settings().log_level)
+    return create_app(Settings())
