@@ -7,11 +7,11 @@ import uuid
 from routers.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service.classification import labels
-from service.classification.labels import LabelCreate, LabelPublic
 from service.ingest import comments
 from service.ingest.comments import CommentPublic
 from service.models.base import utcnow
+from service.queue import labels
+from service.queue.labels import LabelCreate, LabelPublic
 
 router = api_router(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
 

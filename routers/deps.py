@@ -105,6 +105,14 @@ def get_admin(principal: CurrentPrincipal) -> Principal:
 AdminDep = Annotated[Principal, Depends(get_admin)]
 
 
+def get_staff(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold an admin or a responder key."""
+    return require_role(principal, Role.admin, Role.responder)
+
+
+StaffDep = Annotated[Principal, Depends(get_staff)]
+
+
 async def limit_webhook_source(slug: str, settings: SettingsDep, limiter: RateLimiterDep) -> None:
     """Count a delivery against its source slug's limit before any work on it (reading, verifying, parsing).
 

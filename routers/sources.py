@@ -9,7 +9,7 @@ from fastapi import Response
 from routers.deps import AdminDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service.ingest import sources
+from service import sources
 from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
 
 router = api_router(prefix="/v1/admin/sources", tags=["admin: sources"], responses=problem_responses(401, 403))

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from classifiers.encoder import DEFAULT_BACKEND, EncoderBackend
+from classifiers.training.data import default_data_dir
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/switchboard.db"
 
@@ -96,8 +97,10 @@ class Settings(BaseSettings):
     heads_dir: Path | None = Field(
         None, description="Folder of the trained classification heads; default: the ones shipped in classifiers/."
     )
-    data_dir: Path | None = Field(
-        None, description="Labelled datasets for `switchboard train` / `evaluate`; default: ../shared/data."
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="The labelled datasets `switchboard train`, `evaluate` and `evaluate-topics` read (one folder per "
+        "dataset; see classifiers/training/data.py); default: ../shared/data beside the project folder.",
     )
     topic_other_threshold: float = Field(
         0.13,

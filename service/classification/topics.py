@@ -11,8 +11,8 @@ from sqlmodel import col
 
 from classifiers.topics import OTHER
 from service.audit import chain as audit
+from service.classification import reclassify
 from service.errors import AlreadyExists, InvalidPayload, NotFound
-from service.jobs import reclassify
 from service.models import Topic
 from service.models.base import utcnow
 from service.models.topic import MAX_EXAMPLE_LENGTH, TopicCreate, TopicPublic, TopicUpdate

@@ -23,6 +23,7 @@ from sqlmodel import col
 from service.audit import chain as audit
 from service.database import dialect_name, table
 from service.errors import AlreadyExists, InvalidPayload, InvalidState, NotFound
+from service.items import transitions as items
 from service.models import ApiKey, Member, MemberIdentity, Source, Strategy, Team, TeamMember
 from service.models.base import utcnow
 from service.models.directory import (
@@ -34,7 +35,6 @@ from service.models.directory import (
     TeamPublic,
     TeamUpdate,
 )
-from service.queue import transitions as items
 from service.routing import rules
 
 # pg_advisory_xact_lock key of directory writes (any constant; it only has to be the same everywhere).

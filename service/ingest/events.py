@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import sources
 from service.database import insert_ignore, table
 from service.errors import Forbidden
-from service.ingest import sources
 from service.ingest.adapters import Adapter, CommentEvent, ThreadRef
 from service.ingest.adapters.standard import StandardAdapter
 from service.models import (

@@ -24,6 +24,7 @@ from service.database import dialect_name, table
 from service.directory import members as directory
 from service.errors import InvalidPayload, InvalidState, ItemAlreadyClaimed, NotFound
 from service.inputs import UtcDatetime
+from service.items import transitions as items
 from service.models import (
     AuditEvent,
     Comment,
@@ -39,7 +40,6 @@ from service.models import (
 )
 from service.models.queue import WAITING_STATES, Priority
 from service.pagination import ColumnInt, decode_cursor, encode_cursor
-from service.queue import transitions as items
 from service.routing import dispatch, placement
 from service.settings import Settings
 

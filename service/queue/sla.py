@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.database import SessionFactory, dialect_name, transaction
+from service.items import transitions as items
 from service.models import ItemState, Member, QueueItem, Team
-from service.queue import transitions as items
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.database import dialect_name, insert_ignore, table
+from service.items import transitions as items
 from service.models import Comment, ItemState, QueueItem, Resolution, Team
 from service.models.queue import CLOSED_STATES, NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
-from service.queue import transitions as items
 from service.routing import CompiledRuleset, Decision, Directory, MemberInfo, placement, rules
 from service.routing.placement import ROUTING_ACTOR, Context, Placer, facts_of, label_of, load_directory
 

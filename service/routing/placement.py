@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.classification.classifier import BINARY_HEADS, decide
+from service.items import transitions as items
 from service.models import (
     Comment,
     CommentAnalysis,
@@ -46,7 +47,6 @@ from service.models import (
     Thread,
 )
 from service.models.queue import NO_DUE, PRIORITY_RANK, Priority
-from service.queue import transitions as items
 from service.routing import CompiledRuleset, Decision, Directory, Facts, MemberInfo, TeamInfo, route
 
 # The states that count in a member's load (held items wait for moderation, not for them).

@@ -107,7 +107,7 @@ async def explain(
     """Dry-run one comment: classify, route with the trace. Writes nothing."""
     source_thresholds = None
     if data.source is not None:
-        from service.ingest import sources
+        from service import sources
 
         source_thresholds = (await sources.get_by_slug(session, data.source)).thresholds
     if len(data.text) > settings.classify_max_chars:

@@ -104,8 +104,8 @@ async def test_only_the_new_secret_works_after_the_grace_period(database_url: st
 
 
 def test_previous_secret_expires_exactly_at_the_end_of_grace() -> None:
-    from service.ingest.sources import valid_secrets
     from service.models import Source
+    from service.sources import valid_secrets
 
     now = utcnow()
     source = Source(

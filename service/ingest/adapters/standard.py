@@ -15,8 +15,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from service.errors import InvalidPayload, InvalidSignature
 from service.ingest.adapters import CommentEvent, Person, ThreadRef
 from service.inputs import InvalidJson, parse_json, to_utc
+from service.sources import SECRET_PREFIX
 
-SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 MAX_WEBHOOK_ID_LENGTH = 200
 MAX_TIMESTAMP_DIGITS = 12  # seconds since the epoch: 12 digits reach the year 33658
 

@@ -13,8 +13,8 @@ from sqlmodel import col
 
 from classifiers.topics import OTHER
 from service.auth.keys import Principal, require_role
+from service.classification import reclassify
 from service.errors import InvalidPayload, NotFound
-from service.jobs import reclassify
 from service.models import Comment, Label, Role, Topic
 from service.queue import actions as queue
 from service.routing import dispatch
