@@ -6,7 +6,7 @@
 Prints comments/s for batches and p50/p99 latency for one comment, each variant measured in the same run on
 the same texts, and the process's peak memory. With the committed LoRA adapter loaded, a row shows the encoder
 pass the pipeline runs (the plain embedding for topics and the adapted one for the heads, sharing the lower
-layers). Tweet-length texts, as the issue's targets are stated for them.
+layers). Tweet-length texts, for which the speed targets are stated.
 
 Every variant is measured with each encoder backend (``--backends``, default all of them), round-robin over the
 backends (run after run, single text after single text) so that a load change on the shared machine hits them

@@ -114,7 +114,7 @@ async def create_directory(client: httpx.AsyncClient, admin: dict[str, str]) -> 
 
 async def seed(app: FastAPI, items: int) -> None:
     """`items` queue items over the teams and members (see the module docstring for the mix)."""
-    factory = app.state.session_factory
+    factory = app.state.services.session_factory
     members = TEAMS * MEMBERS_PER_TEAM
     pool, rest = items // 10, items - items // 10
     opened, resolved = rest * 5 // 9, rest - rest * 5 // 9
@@ -149,8 +149,10 @@ async def seed(app: FastAPI, items: int) -> None:
 
 async def responder_key(app: FastAPI, member: str) -> dict[str, str]:
     """A responder key bound to `member`, created as `switchboard create-key` does."""
-    async with transaction(app.state.session_factory) as session:
-        _, raw = await keys.create_key(session, role=Role.responder, name=f"bench {member}", member_id=member)
+    async with transaction(app.state.services.session_factory) as session:
+        _, raw = await keys.create_key(
+            session, role=Role.responder, name=f"bench {member}", member_id=member, now=utcnow()
+        )
     return {"Authorization": f"Bearer {raw}"}
 
 
@@ -315,7 +317,7 @@ async def bench_database(database: str, database_url: str, args: argparse.Namesp
         started = time.monotonic()
         await seed(app, args.items)
         seed_seconds = time.monotonic() - started
-        engine = app.state.engine
+        engine = app.state.services.engine
         async with engine.begin() as connection:
             if database == "postgresql":  # what autovacuum does shortly after a bulk load
                 await connection.exec_driver_sql("ANALYZE")

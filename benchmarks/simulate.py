@@ -4,7 +4,7 @@
 
 Seeds a fresh database (members, teams, processed comments with stored classifications and their waiting queue
 items; no model pass), then
-runs the simulation the way the background job does (`service.simulation.run`) and prints a table: seeding time,
+runs the simulation the way the background job does (`service.routing.simulation.run`) and prints a table: seeding time,
 simulation time, comments per second, how many would move, peak memory of this process.
 """
 
@@ -26,10 +26,11 @@ import sqlalchemy as sa
 from benchmarks.routing import MEMBERS, TEAMS, TEXT, actions, condition, document, token
 from service import migrate
 from service.database import create_engine, create_session_factory, table, transaction
-from service.models import Comment, CommentAnalysis, Member, QueueItem, Simulation, Source, Team, TeamMember
+from service.models import Comment, CommentAnalysis, Member, QueueItem, Source, Team, TeamMember
 from service.models.base import utcnow
 from service.models.queue import NO_DUE
 from service.routing import RulesetIn, simulation
+from service.routing.tables import Simulation
 from service.settings import Settings
 
 POSTGRES_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -106,7 +107,7 @@ async def measure(url: str, comments: int, rules: int) -> dict[str, Any]:
         )
     assert background
     started = time.perf_counter()
-    await simulation.run(factory, row.id, settings=settings)
+    await simulation.run(factory, row.id, settings=settings, clock=utcnow)
     elapsed = time.perf_counter() - started
     async with factory() as session:
         done = await session.get(Simulation, row.id)

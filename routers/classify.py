@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
-
-from routers.deps import SessionDep, SettingsDep, StaffDep
+from routers.deps import ClassifierDep, SessionDep, SettingsDep, StaffDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service.classification import classifier as classification
@@ -15,10 +13,9 @@ router = api_router(tags=["classify"])
 
 @router.post("/v1/classify", operation_id="classify", responses=problem_responses(401, 403, 404, 422))
 async def classify(
-    data: ClassifyRequest, request: Request, session: SessionDep, settings: SettingsDep, _staff: StaffDep
+    data: ClassifyRequest, session: SessionDep, settings: SettingsDep, _staff: StaffDep, classifier: ClassifierDep
 ) -> ClassifyResponse:
     """Classify up to 256 texts now: every head, the topic with its nearest examples, language, personal data.
 
     404 if `source` names no source."""
-    classifier = await request.app.state.classifiers.get()
     return await classification.classify_texts(session, classifier, data, settings=settings)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from routers.deps import AdminDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
+from routers.deps import AdminDep, ClockDep, CurrentPrincipal, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service.ingest import comments
 from service.ingest.comments import CommentPublic
-from service.models.base import utcnow
 from service.queue import labels
 from service.queue.labels import LabelCreate, LabelPublic
 
@@ -32,12 +31,13 @@ async def correct_labels(
     jobs: JobsDep,
     settings: SettingsDep,
     principal: CurrentPrincipal,
+    now: ClockDep,
 ) -> LabelPublic:
     """Correct what the classifiers said about a comment: its queue item shows the correction and moves if the
     route changes (never one a person has claimed, snoozed, approved or reassigned); topic corrections also teach
     the topic model."""
     label, job_ids = await labels.correct(
-        session, comment_id=comment_id, data=data, principal=principal, settings=settings, now=utcnow()
+        session, comment_id=comment_id, data=data, principal=principal, settings=settings, now=now
     )
     jobs.enqueue(job_ids)
     return label

@@ -1,25 +1,69 @@
-"""Request dependencies: settings, the unit of work (session + jobs to enqueue after commit), callers."""
+"""Request dependencies: the app's services, the unit of work (session + jobs to enqueue after commit), callers."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.auth import ratelimit
 from service.auth.keys import Principal, authenticate, require_role
 from service.auth.ratelimit import RateLimiter
+from service.classification.classifier import Classifier
+from service.classification.loader import ClassifierProvider
+from service.database import SessionFactory
 from service.jobs.backends import JobBackend
 from service.models import Role
+from service.models.base import utcnow
 from service.settings import Settings
 
 
+@dataclass(slots=True)
+class Services:
+    """What the lifespan builds once and requests use, typed (`app.state.services`)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: SessionFactory
+    backend: JobBackend
+    classifiers: ClassifierProvider
+    rate_limiter: RateLimiter
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+
+def get_services(request: Request) -> Services:
+    """The app's services (the lifespan must have run)."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_now(request: Request) -> datetime:
+    """The current time from the app's clock (tests move it instead of sleeping); one reading per request."""
+    return get_services(request).clock()
+
+
+ClockDep = Annotated[datetime, Depends(get_now)]
+
+
+async def get_classifier(services: ServicesDep) -> Classifier:
+    """The process's classifier (loaded now if this process has not yet: an API beside workers)."""
+    return await services.classifiers.get()
+
+
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+
+
 def get_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
+    """The settings the app was created with (available before the lifespan too)."""
     settings: Settings = request.app.state.settings
     return settings
 
@@ -50,16 +94,16 @@ def get_jobs(request: Request) -> AfterCommit:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once after the handler and before the response is sent."""
-    async with request.app.state.session_factory() as session:
+    services = get_services(request)
+    async with services.session_factory() as session:
         yield session
         await session.commit()
     jobs: AfterCommit | None = getattr(request.state, "jobs", None)
     if jobs is not None:
-        backend: JobBackend = request.app.state.backend
         if jobs.job_ids:
-            await backend.enqueue(jobs.job_ids)
+            await services.backend.enqueue(jobs.job_ids)
         for simulation_id in jobs.simulations:
-            await backend.run_simulation(simulation_id)
+            await services.backend.run_simulation(simulation_id)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -73,8 +117,7 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 def get_rate_limiter(request: Request) -> RateLimiter:
     """The app's rate limiter (built in the lifespan)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    return limiter
+    return get_services(request).rate_limiter
 
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
@@ -85,9 +128,10 @@ async def get_principal(
     settings: SettingsDep,
     limiter: RateLimiterDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    now: ClockDep,
 ) -> Principal:
     """The caller behind `Authorization: Bearer <key>`, counted against its key's rate limit."""
-    principal = await authenticate(session, f"Bearer {credentials.credentials}" if credentials else None)
+    principal = await authenticate(session, f"Bearer {credentials.credentials}" if credentials else None, now=now)
     await ratelimit.enforce(
         limiter, f"key:{principal.key_id}", settings.rate_limit_per_key_per_minute, who="An API key"
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
 from pydantic import BaseModel
 
+from routers.deps import ServicesDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service import health
@@ -26,8 +26,7 @@ async def healthz() -> Status:
 
 
 @router.get("/readyz", operation_id="readyz", responses=problem_responses(503))
-async def readyz(request: Request) -> Status:
+async def readyz(services: ServicesDep) -> Status:
     """The database (and Redis, when configured) answer, and the in-process classifier has warmed up."""
-    state = request.app.state
-    checks = await health.check(state.engine, state.backend, state.classifiers)
+    checks = await health.check(services.engine, services.backend, services.classifiers)
     return Status(status="ok", checks=checks)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from routers.deps import AdminDep, JobsDep, SessionDep
+from routers.deps import AdminDep, ClockDep, JobsDep, SessionDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service.jobs import admin as job_admin
@@ -30,8 +30,8 @@ async def list_jobs(
 
 
 @router.post("/{job_id}/retry", operation_id="retry_job", responses=problem_responses(404, 409, 422))
-async def retry_job(job_id: uuid.UUID, session: SessionDep, jobs: JobsDep, admin: AdminDep) -> JobPublic:
+async def retry_job(job_id: uuid.UUID, session: SessionDep, jobs: JobsDep, admin: AdminDep, now: ClockDep) -> JobPublic:
     """Give a dead job a fresh set of attempts."""
-    job, to_enqueue = await job_admin.retry(session, job_id=job_id, actor=admin.actor)
+    job, to_enqueue = await job_admin.retry(session, job_id=job_id, actor=admin.actor, now=now)
     jobs.enqueue(to_enqueue)
     return job

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import Response
 
-from routers.deps import AdminDep, SessionDep, SettingsDep
+from routers.deps import AdminDep, ClockDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service import sources
@@ -16,9 +16,9 @@ router = api_router(prefix="/v1/admin/sources", tags=["admin: sources"], respons
 
 
 @router.post("", status_code=201, operation_id="create_source", responses=problem_responses(409, 422))
-async def create_source(data: SourceCreate, session: SessionDep, admin: AdminDep) -> SourceWithSecret:
+async def create_source(data: SourceCreate, session: SessionDep, admin: AdminDep, now: ClockDep) -> SourceWithSecret:
     """Create a source; its signing secret is in this response and never shown again."""
-    return await sources.create(session, data=data, actor=admin.actor)
+    return await sources.create(session, data=data, actor=admin.actor, now=now)
 
 
 @router.get("", operation_id="list_sources")
@@ -34,20 +34,24 @@ async def get_source(slug: str, session: SessionDep, _admin: AdminDep) -> Source
 
 
 @router.patch("/{slug}", operation_id="update_source", responses=problem_responses(404, 422))
-async def update_source(slug: str, data: SourceUpdate, session: SessionDep, admin: AdminDep) -> SourcePublic:
+async def update_source(
+    slug: str, data: SourceUpdate, session: SessionDep, admin: AdminDep, now: ClockDep
+) -> SourcePublic:
     """Rename a source or switch it off and on."""
-    return await sources.update(session, slug=slug, data=data, actor=admin.actor)
+    return await sources.update(session, slug=slug, data=data, actor=admin.actor, now=now)
 
 
 @router.delete("/{slug}", status_code=204, operation_id="delete_source", responses=problem_responses(404))
-async def delete_source(slug: str, session: SessionDep, admin: AdminDep) -> Response:
+async def delete_source(slug: str, session: SessionDep, admin: AdminDep, now: ClockDep) -> Response:
     """Retire a source: its webhooks are refused; its comments are kept."""
-    await sources.delete(session, slug=slug, actor=admin.actor)
+    await sources.delete(session, slug=slug, actor=admin.actor, now=now)
     return Response(status_code=204)
 
 
 @router.post("/{slug}/rotate-secret", operation_id="rotate_source_secret", responses=problem_responses(404))
-async def rotate_secret(slug: str, session: SessionDep, settings: SettingsDep, admin: AdminDep) -> SourceWithSecret:
+async def rotate_secret(
+    slug: str, session: SessionDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
+) -> SourceWithSecret:
     """Issue a new signing secret; the previous one stays valid for the grace period (default 24 h)."""
     grace = timedelta(hours=settings.secret_rotation_grace_hours)
-    return await sources.rotate_secret(session, slug=slug, grace=grace, actor=admin.actor)
+    return await sources.rotate_secret(session, slug=slug, grace=grace, actor=admin.actor, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from routers.deps import AdminDep, JobsDep, SessionDep, SettingsDep
+from routers.deps import AdminDep, ClockDep, JobsDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
@@ -16,10 +16,10 @@ router = api_router(prefix="/v1/admin/topics", tags=["admin: topics"], responses
 
 @router.post("", status_code=201, operation_id="create_topic", responses=problem_responses(409, 422))
 async def create_topic(
-    data: TopicCreate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+    data: TopicCreate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
 ) -> TopicPublic:
     """Add a topic with a description and example comments; recent comments are classified again."""
-    topic, job_ids = await topics.create(session, data=data, actor=admin.actor, settings=settings)
+    topic, job_ids = await topics.create(session, data=data, actor=admin.actor, settings=settings, now=now)
     jobs.enqueue(job_ids)
     return topic
 
@@ -38,18 +38,26 @@ async def get_topic(topic_id: RowId, session: SessionDep, _admin: AdminDep) -> T
 
 @router.patch("/{topic_id}", operation_id="update_topic", responses=problem_responses(404, 409, 422))
 async def update_topic(
-    topic_id: RowId, data: TopicUpdate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+    topic_id: RowId,
+    data: TopicUpdate,
+    session: SessionDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    admin: AdminDep,
+    now: ClockDep,
 ) -> TopicPublic:
     """Rename a topic, change its description or replace its examples; recent comments are classified again."""
-    topic, job_ids = await topics.update(session, topic_id=topic_id, data=data, actor=admin.actor, settings=settings)
+    topic, job_ids = await topics.update(
+        session, topic_id=topic_id, data=data, actor=admin.actor, settings=settings, now=now
+    )
     jobs.enqueue(job_ids)
     return topic
 
 
 @router.delete("/{topic_id}", status_code=204, operation_id="delete_topic", responses=problem_responses(404, 422))
 async def delete_topic(
-    topic_id: RowId, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep
+    topic_id: RowId, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
 ) -> Response:
     """Remove a topic from the taxonomy; recent comments are classified again."""
-    jobs.enqueue(await topics.delete(session, topic_id=topic_id, actor=admin.actor, settings=settings))
+    jobs.enqueue(await topics.delete(session, topic_id=topic_id, actor=admin.actor, settings=settings, now=now))
     return Response(status_code=204)

@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import Query
 
-from routers.deps import AdminDep, SessionDep, SettingsDep
+from routers.deps import AdminDep, ClockDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
-from service.models.base import utcnow
-from service.routing import simulation, tuning
+from service.routing import feedback, simulation
+from service.routing.feedback import FeedbackOut
 from service.routing.simulation import SimulationPublic
-from service.routing.tuning import FeedbackOut
 
 router = api_router(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
 
@@ -26,7 +25,11 @@ async def get_simulation(simulation_id: uuid.UUID, session: SessionDep, _admin: 
 
 @router.get("/classifier/feedback", operation_id="classifier_feedback")
 async def classifier_feedback(
-    session: SessionDep, settings: SettingsDep, _admin: AdminDep, days: Annotated[int, Query(ge=1, le=365)] = 90
+    session: SessionDep,
+    settings: SettingsDep,
+    _admin: AdminDep,
+    now: ClockDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 90,
 ) -> FeedbackOut:
     """Per flag and topic, week by week: how often responders agreed with, corrected or overrode the classifier."""
-    return await tuning.feedback(session, settings=settings, now=utcnow(), days=days)
+    return await feedback.feedback(session, settings=settings, now=now, days=days)

@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from routers.deps import JobsDep, SessionDep, SettingsDep, limit_webhook_source
+from routers.deps import ClockDep, JobsDep, SessionDep, SettingsDep, limit_webhook_source
 from routers.edge import api_router
 from routers.problems import problem_responses, rate_limited_response
 from service.errors import ClientClosedRequest, PayloadTooLarge
@@ -87,7 +87,13 @@ _SIGNATURE_HEADERS = [
     },
 )
 async def receive(
-    slug: str, request: Request, response: Response, session: SessionDep, jobs: JobsDep, settings: SettingsDep
+    slug: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    now: ClockDep,
 ) -> Accepted:
     """Accept one signed comment event (created / updated / deleted); 202 once it is stored durably.
 
@@ -97,7 +103,7 @@ async def receive(
     bits, NUL characters, unknown fields, times out of range) is 422 `invalid_payload` naming the field.
     """
     body = await read_body(request, settings.max_body_bytes)
-    receipt = await ingest.receive(session, settings=settings, slug=slug, headers=request.headers, body=body)
+    receipt = await ingest.receive(session, settings=settings, slug=slug, headers=request.headers, body=body, now=now)
     jobs.enqueue(receipt.job_ids)
     if receipt.duplicate:
         response.status_code = 200

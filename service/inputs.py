@@ -7,17 +7,19 @@
   JSON columns, and SQLite could, so it is refused on both, naming the field (`find_nul`).
 - **Timestamps** in input models use `UtcDatetime`: an offset-less value means UTC, every value is normalised
   to UTC, and one that cannot be (`0001-01-01T00:00:00+14:00`) is a validation error, not a crash when stored.
+- **PATCH bodies** change only the fields they set (`set_fields`); an explicit null clears an optional field and
+  leaves a required one as it is.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 
 MAX_JSON_DEPTH = 64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -110,3 +112,20 @@ def to_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 """A timestamp in an input model: naive means UTC, always normalised to UTC, out-of-range values refused."""
+
+
+def set_fields(
+    data: BaseModel,
+    *,
+    clearable: Collection[str] = (),
+    columns: Mapping[str, str] | None = None,
+    exclude: Collection[str] = (),
+) -> dict[str, Any]:
+    """A PATCH body's changes (column -> value): only the fields it sets, and an explicit null clears a `clearable`
+    field but leaves any other (a required one) as it is. `columns` renames fields; `exclude` leaves fields out."""
+    columns = columns or {}
+    return {
+        columns.get(name, name): value
+        for name in sorted(data.model_fields_set - set(exclude))
+        if (value := getattr(data, name)) is not None or name in clearable
+    }

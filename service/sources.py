@@ -13,8 +13,8 @@ from sqlmodel import col
 
 from service.audit import chain as audit
 from service.errors import AlreadyExists, NotFound
+from service.inputs import set_fields
 from service.models import Source
-from service.models.base import utcnow
 from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (Standard Webhooks' prefix for secrets, not a secret)
@@ -73,16 +73,19 @@ async def get_by_slug(session: AsyncSession, slug: str, *, for_update: bool = Fa
     return source
 
 
-async def create(session: AsyncSession, *, data: SourceCreate, actor: str) -> SourceWithSecret:
+async def create(session: AsyncSession, *, data: SourceCreate, actor: str, now: datetime) -> SourceWithSecret:
     """Create a source and return it with its signing secret (shown only this once)."""
     taken = await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == data.slug))
     if taken.first() is not None:
         raise AlreadyExists(f"A source with slug '{data.slug}' exists (or existed: slugs are never reused).")
-    source = Source(slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret())
+    source = Source(
+        slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret(), created_at=now, updated_at=now
+    )
     session.add(source)
     await session.flush()
     await audit.record(
         session,
+        now=now,
         actor=actor,
         action="source.created",
         target_type="source",
@@ -103,35 +106,25 @@ async def read(session: AsyncSession, *, slug: str) -> SourcePublic:
     return to_public(await get_by_slug(session, slug))
 
 
-async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor: str) -> SourcePublic:
+async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor: str, now: datetime) -> SourcePublic:
     """Change a source's name or active flag."""
     source = await get_by_slug(session, slug, for_update=True)
-    before = _audit_view(source)
-    for field, value in data.model_dump(exclude_unset=True).items():
-        if value is not None:
-            setattr(source, field, dict(value) if field == "thresholds" else value)
-    source.updated_at = utcnow()
-    await session.flush()
-    await audit.record(
-        session,
-        actor=actor,
-        action="source.updated",
-        target_type="source",
-        target_id=slug,
-        before=before,
-        after=_audit_view(source),
-    )
+    await audit.record_update(
+        session, source, set_fields(data) | {"updated_at": now}, view=lambda: _audit_view(source), now=now,
+        actor=actor, action="source.updated", target_type="source", target_id=slug,
+    )  # fmt: skip
     return to_public(source)
 
 
-async def delete(session: AsyncSession, *, slug: str, actor: str) -> None:
+async def delete(session: AsyncSession, *, slug: str, actor: str, now: datetime) -> None:
     """Retire a source: its webhooks are refused from now on; the comments it sent are kept."""
     source = await get_by_slug(session, slug, for_update=True)
-    source.deleted_at = source.updated_at = utcnow()
+    source.deleted_at = source.updated_at = now
     source.active = False
     await session.flush()
     await audit.record(
         session,
+        now=now,
         actor=actor,
         action="source.deleted",
         target_type="source",
@@ -140,10 +133,11 @@ async def delete(session: AsyncSession, *, slug: str, actor: str) -> None:
     )
 
 
-async def rotate_secret(session: AsyncSession, *, slug: str, grace: timedelta, actor: str) -> SourceWithSecret:
+async def rotate_secret(
+    session: AsyncSession, *, slug: str, grace: timedelta, actor: str, now: datetime
+) -> SourceWithSecret:
     """Issue a new signing secret; the old one stays valid for `grace`."""
     source = await get_by_slug(session, slug, for_update=True)
-    now = utcnow()
     source.previous_secret = source.secret
     source.previous_secret_expires_at = now + grace
     source.secret = generate_secret()
@@ -151,6 +145,7 @@ async def rotate_secret(session: AsyncSession, *, slug: str, grace: timedelta, a
     await session.flush()
     await audit.record(
         session,
+        now=now,
         actor=actor,
         action="source.secret_rotated",
         target_type="source",

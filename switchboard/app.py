@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from classifiers.pipeline import Analyser
+from routers.deps import Services
 from service import migrate
 from service.auth import keys, ratelimit
 from service.classification.loader import ClassifierProvider
@@ -17,13 +19,17 @@ from service.database import create_engine, create_session_factory, transaction
 from service.jobs import processing
 from service.jobs.backends import ArqBackend, InlineBackend, JobBackend
 from service.models import Role
+from service.models.base import utcnow
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, analyser: Analyser | None = None) -> FastAPI:
-    """Build the API. `analyser` lets tests share one loaded model; by default the lifespan loads it."""
+def create_app(
+    settings: Settings | None = None, *, analyser: Analyser | None = None, clock: Callable[[], datetime] = utcnow
+) -> FastAPI:
+    """Build the API. `analyser` lets tests share one loaded model; by default the lifespan loads it. `clock` is
+    where requests and in-process jobs read the time (tests move it instead of sleeping)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -43,6 +49,7 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
                     raw=settings.bootstrap_admin_key.get_secret_value(),
                     role=Role.admin,
                     name="bootstrap",
+                    now=clock(),
                 )
         classifiers = ClassifierProvider(settings, factory, analyser)
         backend: JobBackend
@@ -54,15 +61,19 @@ def create_app(settings: Settings | None = None, *, analyser: Analyser | None = 
             classifiers.start_warm_up()
 
             async def run_batch(job_ids: Sequence[uuid.UUID]) -> None:
-                await processing.process_jobs(factory, classifier, job_ids, settings=settings)
+                await processing.process_jobs(factory, classifier, job_ids, settings=settings, clock=clock)
 
-            backend = InlineBackend(factory, settings, run_batch)
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.session_factory = factory
-        app.state.backend = backend
-        app.state.classifiers = classifiers
-        app.state.rate_limiter = limiter = ratelimit.build(settings)
+            backend = InlineBackend(factory, settings, run_batch, clock=clock)
+        limiter = ratelimit.build(settings)
+        app.state.services = Services(
+            settings=settings,
+            engine=engine,
+            session_factory=factory,
+            backend=backend,
+            classifiers=classifiers,
+            rate_limiter=limiter,
+            clock=clock,
+        )
         await backend.start()
         try:
             yield

@@ -112,6 +112,7 @@ def create_key(
     from service.database import create_engine, create_session_factory, transaction
     from service.directory import members as directory
     from service.errors import NotFound
+    from service.models.base import utcnow
 
     if role is Role.responder and not member:
         raise typer.BadParameter("a responder key needs --member")
@@ -125,7 +126,9 @@ def create_key(
             async with transaction(create_session_factory(engine)) as session:
                 if member is not None:
                     await directory.get_member(session, member)
-                _, raw = await keys.create_key(session, role=role, name=name, member_id=member, actor="cli")
+                _, raw = await keys.create_key(
+                    session, role=role, name=name, member_id=member, actor="cli", now=utcnow()
+                )
             return raw
         finally:
             await engine.dispose()

@@ -27,8 +27,10 @@ from service import migrate
 from service.classification.loader import build_pipeline
 from service.database import create_engine
 from service.jobs.backends import InlineBackend
+from service.models.base import utcnow
 from service.settings import Settings
 from switchboard.app import create_app
+from tests.clock import FakeClock
 from tests.factories import ADMIN_KEY
 
 POSTGRES_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -188,9 +190,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings, analyser: BatchingAnalyser | None) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, behind an in-process httpx client."""
-    app = create_app(settings, analyser=analyser)
+async def running_app(
+    settings: Settings, analyser: BatchingAnalyser | None, *, clock: FakeClock | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, behind an in-process httpx client (on `clock`, else the wall clock)."""
+    app = create_app(settings, analyser=analyser, clock=clock or utcnow)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://switchboard.test") as client:
@@ -202,14 +206,20 @@ AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture
-async def client(database_url: str, analyser: BatchingAnalyser) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client on a fresh database (SQLite and PostgreSQL), with the in-process job backend."""
-    async with running_app(make_settings(database_url), analyser) as api:
+def clock() -> FakeClock:
+    """The test's clock: `clock.advance(seconds)` lets time pass for the app of the `client` fixture."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def client(database_url: str, analyser: BatchingAnalyser, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client on a fresh database (SQLite and PostgreSQL), with the in-process job backend, on `clock`."""
+    async with running_app(make_settings(database_url), analyser, clock=clock) as api:
         yield api
 
 
 async def drain(client: httpx.AsyncClient) -> None:
     """Wait until the in-process backend has processed everything it was handed."""
-    queue = client.app.state.backend  # type: ignore[attr-defined]
+    queue = client.app.state.services.backend  # type: ignore[attr-defined]
     assert isinstance(queue, InlineBackend)
     await queue.drain()

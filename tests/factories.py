@@ -24,7 +24,7 @@ def comment_payload(
     parent_id: str | None = None,
     updated_at: str | None = None,
 ) -> dict[str, Any]:
-    """A generic-format event like the one in the foundation issue."""
+    """A generic-format event like the README's example (a question on a news story)."""
     if event == "comment.deleted":
         return {"type": event, "data": {"id": comment_id}}
     data: dict[str, Any] = {
@@ -139,8 +139,11 @@ async def responder_headers(client: httpx.AsyncClient, member_id: str) -> dict[s
     from service.auth.keys import create_key
     from service.database import transaction
     from service.models import Role
+    from service.models.base import utcnow
 
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
-        _, raw = await create_key(session, role=Role.responder, name=f"responder {member_id}", member_id=member_id)
+        _, raw = await create_key(
+            session, role=Role.responder, name=f"responder {member_id}", member_id=member_id, now=utcnow()
+        )
     return {"Authorization": f"Bearer {raw}"}

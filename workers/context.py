@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from classifiers.pipeline import Analyser
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from service.classification.classifier import Classifier
 from service.classification.loader import load_analyser
 from service.database import SessionFactory, create_engine, create_session_factory
@@ -16,15 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class WorkerContext(TypedDict, total=False):
-    """What arq's ctx carries for our jobs (arq adds its own keys, e.g. 'redis')."""
+    """What arq's ctx carries for our jobs: set by `startup` (arq adds its own keys, e.g. 'redis')."""
 
     settings: Settings
+    engine: AsyncEngine
     session_factory: SessionFactory
-    analyser: Analyser
-    redis: Any
+    classifier: Classifier
+    redis: ArqRedis
 
 
-async def startup(ctx: dict[str, Any]) -> None:
+async def startup(ctx: WorkerContext) -> None:
     """Connect to the database, load the encoder once for this process and warm it up."""
     settings: Settings = ctx.get("settings") or Settings()
     engine = create_engine(settings.database_url)
@@ -34,13 +37,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     analyser = await asyncio.to_thread(load_analyser, settings)
     classifier = Classifier(analyser, ctx["session_factory"], other_threshold=settings.topic_other_threshold)
     await classifier.warm_up()  # the live taxonomy's fit and a first run, before the first job waits for them
-    ctx["analyser"] = classifier
-    log.info("worker ready: model %s", ctx["analyser"].model_version)
+    ctx["classifier"] = classifier
+    log.info("worker ready: model %s", classifier.model_version)
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
+async def shutdown(ctx: WorkerContext) -> None:
     """Release the model and the database pool."""
-    if "analyser" in ctx:
-        await ctx["analyser"].aclose()
+    if "classifier" in ctx:
+        await ctx["classifier"].aclose()
     if "engine" in ctx:
         await ctx["engine"].dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from service.jobs import processing
 from service.jobs.backends import SIMULATION_JOB_FUNCTION
@@ -13,14 +12,19 @@ from service.jobs.backends import reconcile as reconcile_sweep
 from service.models.base import utcnow
 from service.queue import sla
 from service.routing import simulation
+from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 
-async def process_comment_jobs(ctx: dict[str, Any], job_ids: list[str]) -> dict[str, int]:
+async def process_comment_jobs(ctx: WorkerContext, job_ids: list[str]) -> dict[str, int]:
     """Process the comments behind these job rows (idempotent: finished or taken rows are skipped)."""
     report = await processing.process_jobs(
-        ctx["session_factory"], ctx["analyser"], [uuid.UUID(j) for j in job_ids], settings=ctx["settings"]
+        ctx["session_factory"],
+        ctx["classifier"],
+        [uuid.UUID(j) for j in job_ids],
+        settings=ctx["settings"],
+        clock=utcnow,
     )
     return {
         "claimed": report.claimed,
@@ -30,7 +34,7 @@ async def process_comment_jobs(ctx: dict[str, Any], job_ids: list[str]) -> dict[
     }
 
 
-async def reconcile(ctx: dict[str, Any]) -> int:
+async def reconcile(ctx: WorkerContext) -> int:
     """Re-enqueue job rows that are due (never enqueued, lost by Redis, or abandoned by a dead worker)."""
 
     async def enqueue(job_ids: Sequence[uuid.UUID]) -> None:
@@ -38,18 +42,19 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             chunk = [str(j) for j in job_ids[start : start + 32]]
             await ctx["redis"].enqueue_job("process_comment_jobs", chunk)
 
-    handed_out = await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue)
-    for simulation_id in await simulation.pending(ctx["session_factory"], settings=ctx["settings"]):
+    now = utcnow()
+    handed_out = await reconcile_sweep(ctx["session_factory"], ctx["settings"], enqueue, now=now)
+    for simulation_id in await simulation.pending(ctx["session_factory"], settings=ctx["settings"], now=now):
         await ctx["redis"].enqueue_job(SIMULATION_JOB_FUNCTION, str(simulation_id))
     return handed_out
 
 
-async def run_simulation(ctx: dict[str, Any], simulation_id: str) -> None:
+async def run_simulation(ctx: WorkerContext, simulation_id: str) -> None:
     """Replay a window of comments through a draft ruleset (idempotent: a finished simulation is left alone)."""
-    await simulation.run(ctx["session_factory"], uuid.UUID(simulation_id), settings=ctx["settings"])
+    await simulation.run(ctx["session_factory"], uuid.UUID(simulation_id), settings=ctx["settings"], clock=utcnow)
 
 
-async def sla_sweep(ctx: dict[str, Any]) -> dict[str, int]:
+async def sla_sweep(ctx: WorkerContext) -> dict[str, int]:
     """Escalate items past their SLA, remind owners before it, return expired claims (idempotent)."""
     report = await sla.sweep(ctx["session_factory"], settings=ctx["settings"], now=utcnow())
     return {"escalated": report.escalated, "reminded": report.reminded, "claims_expired": report.claims_expired}

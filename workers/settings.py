@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -27,7 +27,7 @@ def worker_settings(settings: Settings) -> type:
     sla_interval = max(1, int(settings.sla_sweep_interval_seconds))
     sla_seconds = set(range(0, 60, sla_interval)) if sla_interval < 60 else {0}
 
-    async def startup(ctx: dict[str, Any]) -> None:
+    async def startup(ctx: context.WorkerContext) -> None:
         ctx["settings"] = settings
         await context.startup(ctx)
         await jobs.reconcile(ctx)  # pick up whatever was left while no worker ran
@@ -35,8 +35,9 @@ def worker_settings(settings: Settings) -> type:
     class WorkerSettings:
         functions: ClassVar[list[Any]] = [jobs.process_comment_jobs, jobs.run_simulation]
         cron_jobs: ClassVar[list[Any]] = [
-            cron(jobs.reconcile, second=seconds, unique=True, run_at_startup=False),
-            cron(jobs.sla_sweep, second=sla_seconds, unique=True, run_at_startup=False),
+            # arq types ctx as a plain dict; our jobs read the same dict through the WorkerContext TypedDict.
+            cron(cast(Any, jobs.reconcile), second=seconds, unique=True, run_at_startup=False),
+            cron(cast(Any, jobs.sla_sweep), second=sla_seconds, unique=True, run_at_startup=False),
         ]
         on_startup = staticmethod(startup)
         on_shutdown = staticmethod(context.shutdown)

@@ -15,8 +15,9 @@ their rows in. (Taking the chain's lock first instead would serialise every writ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,8 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from service.models import AuditEvent
-from service.models.base import utcnow
+from service.audit.tables import AuditEvent
 
 SYSTEM_ACTOR = "system"
 GENESIS: Final = "0" * 64  # the prev_hash of the first record
@@ -74,10 +74,11 @@ async def record(
     action: str,
     target_type: str,
     target_id: str,
+    now: datetime,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    """Audit a change in the caller's transaction (never include comment bodies or secrets in before/after).
+    """Audit a change made at `now` in the caller's transaction (never comment bodies or secrets in before/after).
 
     The change is flushed now; the event is written just before the transaction commits (see the module doc).
     """
@@ -86,11 +87,42 @@ async def record(
     after = json.loads(json.dumps(after, default=str)) if after is not None else None
     # Microseconds: what both databases keep.
     pending = AuditEvent(
-        at=utcnow(), actor=actor, action=action, target_type=target_type, target_id=target_id, before=before,
+        at=now, actor=actor, action=action, target_type=target_type, target_id=target_id, before=before,
         after=after,
     )  # fmt: skip
     await session.flush()
     session.info.setdefault(_PENDING, []).append(pending)
+
+
+async def record_update(
+    session: AsyncSession,
+    row: object,
+    changes: Mapping[str, Any],
+    *,
+    view: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]],
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    now: datetime,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Apply `changes` (attribute -> value) to `row`, then `then` (changes to other rows), and audit it all with
+    `view()` of the target before and after."""
+    before = await _resolved(view())
+    for name, value in changes.items():
+        setattr(row, name, value)
+    if then is not None:
+        await then()
+    await session.flush()
+    await record(
+        session, actor=actor, action=action, target_type=target_type, target_id=target_id, now=now, before=before,
+        after=await _resolved(view()),
+    )  # fmt: skip
+
+
+async def _resolved(view: dict[str, Any] | Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    return await view if inspect.isawaitable(view) else view
 
 
 @event.listens_for(Session, "before_commit")

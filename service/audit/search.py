@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.audit import chain as audit
+from service.audit.tables import AuditEvent
 from service.inputs import UtcDatetime
-from service.models import AuditEvent
 from service.pagination import ColumnInt, decode_cursor, encode_cursor
 
 MAX_PAGE = 500
@@ -64,10 +64,6 @@ class VerificationPublic(BaseModel):
     reason: str | None
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 async def search(session: AsyncSession, *, query: AuditFilter) -> AuditPage:
     """Audit records matching every given filter, newest (highest id) first."""
     stmt = sa.select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(query.limit + 1)
@@ -80,9 +76,9 @@ async def search(session: AsyncSession, *, query: AuditFilter) -> AuditPage:
     if query.target_id is not None:
         stmt = stmt.where(col(AuditEvent.target_id) == query.target_id)
     if query.since is not None:
-        stmt = stmt.where(col(AuditEvent.at) >= _utc(query.since))
+        stmt = stmt.where(col(AuditEvent.at) >= query.since)
     if query.until is not None:
-        stmt = stmt.where(col(AuditEvent.at) < _utc(query.until))
+        stmt = stmt.where(col(AuditEvent.at) < query.until)
     if query.cursor is not None:
         (before,) = decode_cursor(_CURSOR, query.cursor)
         stmt = stmt.where(col(AuditEvent.id) < before)

@@ -8,7 +8,7 @@ period by moving its `expires_at` forward to the end of the grace (never later t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.audit import chain as audit
+from service.audit.tables import AuditEvent
 from service.auth.keys import Principal, generate_key, hash_key
 from service.directory import members as directory
 from service.errors import InvalidPayload, InvalidState, NotFound
 from service.inputs import UtcDatetime
-from service.models import ApiKey, AuditEvent, Role
-from service.models.base import utcnow
+from service.models import ApiKey, Role
+from service.models.base import to_schema
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 KeyState = Literal["active", "expired", "revoked"]
@@ -83,19 +84,7 @@ def _state(key: ApiKey, now: datetime) -> KeyState:
 
 
 def _public(key: ApiKey, now: datetime) -> ApiKeyPublic:
-    assert key.id is not None
-    return ApiKeyPublic(
-        id=key.id,
-        prefix=key.prefix,
-        name=key.name,
-        role=Role(key.role),
-        member=key.member_id,
-        state=_state(key, now),
-        created_at=key.created_at,
-        last_used_at=key.last_used_at,
-        expires_at=key.expires_at,
-        revoked_at=key.revoked_at,
-    )
+    return to_schema(ApiKeyPublic, key, member=key.member_id, state=_state(key, now))
 
 
 def _with_secret(key: ApiKey, raw: str, now: datetime) -> ApiKeyWithSecret:
@@ -112,10 +101,6 @@ def _audit_view(key: ApiKey) -> dict[str, Any]:
         "expires_at": key.expires_at,
         "revoked_at": key.revoked_at,
     }
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 async def _get(session: AsyncSession, key_id: int) -> ApiKey:
@@ -135,26 +120,33 @@ async def _issue(
     member_id: str | None,
     expires_at: datetime | None,
     actor: str,
+    now: datetime,
     rotated_from: ApiKey | None = None,
 ) -> tuple[ApiKey, str]:
     raw = generate_key()
     key = ApiKey(
-        key_hash=hash_key(raw), prefix=raw[:12], name=name, role=role, member_id=member_id, expires_at=expires_at
-    )
+        key_hash=hash_key(raw), prefix=raw[:12], name=name, role=role, member_id=member_id, expires_at=expires_at,
+        created_at=now,
+    )  # fmt: skip
     session.add(key)
     await session.flush()
     after = _audit_view(key)
     if rotated_from is not None:
         after["rotated_from"] = rotated_from.prefix
     await audit.record(
-        session, actor=actor, action="api_key.created", target_type="api_key", target_id=key.prefix, after=after
+        session,
+        now=now,
+        actor=actor,
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.prefix,
+        after=after,
     )
     return key, raw
 
 
-async def create(session: AsyncSession, *, data: ApiKeyCreate, actor: str) -> ApiKeyWithSecret:
+async def create(session: AsyncSession, *, data: ApiKeyCreate, actor: str, now: datetime) -> ApiKeyWithSecret:
     """Issue a key; the response is the only place the raw key ever appears."""
-    now = utcnow()
     if data.role is Role.responder and not data.member:
         raise InvalidPayload("member: a responder key must be bound to a member.")
     if data.member is not None:
@@ -162,44 +154,39 @@ async def create(session: AsyncSession, *, data: ApiKeyCreate, actor: str) -> Ap
             await directory.get_member(session, data.member)
         except NotFound:
             raise InvalidPayload(f"member: there is no member '{data.member}'.") from None
-    expires_at = _utc(data.expires_at) if data.expires_at is not None else None
+    expires_at = data.expires_at  # UtcDatetime: already UTC
     if expires_at is not None and expires_at <= now:
         raise InvalidPayload("expires_at: must be in the future.")
     key, raw = await _issue(
-        session, name=data.name, role=data.role, member_id=data.member, expires_at=expires_at, actor=actor
+        session, name=data.name, role=data.role, member_id=data.member, expires_at=expires_at, actor=actor, now=now
     )
     return _with_secret(key, raw, now)
 
 
-async def list_all(session: AsyncSession) -> list[ApiKeyPublic]:
+async def list_all(session: AsyncSession, *, now: datetime) -> list[ApiKeyPublic]:
     """Every key, newest first (revoked and expired ones too: they name past actors in the audit trail)."""
-    now = utcnow()
     rows = await session.execute(sa.select(ApiKey).order_by(col(ApiKey.id).desc()))
     return [_public(k, now) for k in rows.scalars()]
 
 
-async def read(session: AsyncSession, *, key_id: int) -> ApiKeyPublic:
+async def read(session: AsyncSession, *, key_id: int, now: datetime) -> ApiKeyPublic:
     """One key."""
     key = (await session.execute(sa.select(ApiKey).where(col(ApiKey.id) == key_id))).scalar_one_or_none()
     if key is None:
         raise NotFound(f"There is no API key {key_id}.")
-    return _public(key, utcnow())
+    return _public(key, now)
 
 
-async def revoke(session: AsyncSession, *, key_id: int, caller: Principal) -> ApiKeyPublic:
+async def revoke(session: AsyncSession, *, key_id: int, caller: Principal, now: datetime) -> ApiKeyPublic:
     """Revoke a key at once; 409 if it is already revoked or is the key making this request."""
     if key_id == caller.key_id:
         raise InvalidState("This is the key making the request; revoke it with another admin key.")
     key = await _get(session, key_id)
     if key.revoked_at is not None:
         raise InvalidState(f"API key {key_id} was already revoked at {key.revoked_at.isoformat()}.")
-    before = _audit_view(key)
-    now = utcnow()
-    key.revoked_at = now
-    await session.flush()
-    await audit.record(
-        session, actor=caller.actor, action="api_key.revoked", target_type="api_key", target_id=key.prefix,
-        before=before, after=_audit_view(key),
+    await audit.record_update(
+        session, key, {"revoked_at": now}, view=lambda: _audit_view(key), now=now, actor=caller.actor,
+        action="api_key.revoked", target_type="api_key", target_id=key.prefix,
     )  # fmt: skip
     return _public(key, now)
 
@@ -214,7 +201,9 @@ async def _already_rotated(session: AsyncSession, key: ApiKey) -> bool:
     return any(isinstance(before, dict) and before.get("id") == key.id for before in events.scalars())
 
 
-async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, caller: Principal) -> ApiKeyWithSecret:
+async def rotate(
+    session: AsyncSession, *, key_id: int, data: ApiKeyRotate, caller: Principal, now: datetime
+) -> ApiKeyWithSecret:
     """Issue a successor to a live key (returned with its raw key); the old one works `grace_seconds` longer.
 
     409 for the key making the request with no grace: like revoking it, that would lock the caller out.
@@ -226,7 +215,6 @@ async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, call
         )
     actor = caller.actor
     key = await _get(session, key_id)
-    now = utcnow()
     state = _state(key, now)
     if state != "active":
         raise InvalidState(f"API key {key_id} is {state}; issue a new key instead.")
@@ -239,6 +227,7 @@ async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, call
         member_id=key.member_id,
         expires_at=key.expires_at,
         actor=actor,
+        now=now,
         rotated_from=key,
     )
     before = _audit_view(key)
@@ -250,7 +239,7 @@ async def rotate(session: AsyncSession, *, key_id: int, data: ApiKeyRotate, call
     await session.flush()
     after = {**_audit_view(key), "replaced_by": successor.prefix, "grace_seconds": data.grace_seconds}
     await audit.record(
-        session, actor=actor, action="api_key.rotated", target_type="api_key", target_id=key.prefix,
+        session, now=now, actor=actor, action="api_key.rotated", target_type="api_key", target_id=key.prefix,
         before=before, after=after,
     )  # fmt: skip
     return _with_secret(successor, raw, now)

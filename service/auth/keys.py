@@ -16,7 +16,6 @@ from service.audit import chain as audit
 from service.database import insert_ignore, table
 from service.errors import Forbidden, Unauthenticated
 from service.models import ApiKey, Role
-from service.models.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ async def create_key(
     raw: str | None = None,
     expires_at: datetime | None = None,
     actor: str = audit.SYSTEM_ACTOR,
+    now: datetime,
 ) -> tuple[ApiKey, str]:
     """Store a new key (or the given raw value) and return it with the raw key, which is never stored."""
     if role is Role.responder and not member_id:
@@ -70,11 +70,13 @@ async def create_key(
         role=role,
         member_id=member_id,
         expires_at=expires_at,
+        created_at=now,
     )
     session.add(key)
     await session.flush()
     await audit.record(
         session,
+        now=now,
         actor=actor,
         action="api_key.created",
         target_type="api_key",
@@ -84,7 +86,7 @@ async def create_key(
     return key, raw
 
 
-async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) -> ApiKey:
+async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str, now: datetime) -> ApiKey:
     """Make sure a key with exactly this value exists with this role (bootstrap admin key).
 
     Several API processes start at once: the insert is ON CONFLICT DO NOTHING, so exactly one of them creates it.
@@ -94,7 +96,7 @@ async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) 
     created = await insert_ignore(
         session,
         table(ApiKey),
-        {"key_hash": hash_key(raw), "prefix": raw[:12], "name": name, "role": role, "created_at": utcnow()},
+        {"key_hash": hash_key(raw), "prefix": raw[:12], "name": name, "role": role, "created_at": now},
         conflict_columns=["key_hash"],
         returning=table(ApiKey).c.id,
     )
@@ -102,13 +104,14 @@ async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) 
     if created is not None:
         await audit.record(
             session,
+            now=now,
             actor=audit.SYSTEM_ACTOR,
             action="api_key.bootstrapped",
             target_type="api_key",
             target_id=key.prefix,
             after={"name": name, "role": role},
         )
-    elif key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
+    elif key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         log.warning(
             "the bootstrap admin key %s... was revoked or rotated; it stays unusable. Set "
             "SWITCHBOARD_BOOTSTRAP_ADMIN_KEY to a new value (or unset it) to stop this warning",
@@ -120,7 +123,7 @@ async def ensure_key(session: AsyncSession, *, raw: str, role: Role, name: str) 
     return key
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+async def authenticate(session: AsyncSession, authorization: str | None, *, now: datetime) -> Principal:
     """Resolve an `Authorization: Bearer <key>` header to a principal, or raise Unauthenticated."""
     if not authorization:
         raise Unauthenticated("Send an API key as 'Authorization: Bearer <key>'.")
@@ -130,7 +133,6 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     key = (
         await session.execute(sa.select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw.strip())))
     ).scalar_one_or_none()
-    now = utcnow()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         raise Unauthenticated("The API key is unknown, revoked or expired.")
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > _LAST_USED_RESOLUTION_SECONDS:

@@ -1,14 +1,18 @@
-"""Rate limits per API key and per webhook source: a token bucket in memory, a sliding window in Redis.
+"""Rate limits per API key and per webhook source: one token bucket, kept in process memory or in Redis.
 
-Embedded deployment (one process, no Redis): a token bucket per scope in process memory. A scope holds at most
-`limit` tokens and regains `limit` per minute, so a quiet client may burst up to a minute's allowance at once.
+Each scope (an API key, a source slug) has a bucket of `limit` tokens that refills at `limit` per minute; a request
+takes one token or is refused with the time until the next one (Retry-After). So a quiet client may burst up to a
+minute's allowance at once, and a busy one gets a steady `limit` per minute. Refused requests take nothing.
 
-Scale deployment (`redis_url` set): a sliding-window counter in Redis, shared by every API replica. Each scope
-has one counter per fixed minute; a request is allowed while `previous minute x (share of it still inside the
-last 60 s) + this minute` stays below the limit (Cloudflare's approximation: one INCR, no per-request entries).
-The check-and-count runs as one Lua script on Redis's own clock, so replicas with skewed clocks agree. Refused
-requests are not counted. If Redis cannot be reached the limiter falls back to this process's token buckets for a
-few seconds (and logs it) instead of failing requests: a Redis outage must not take the API down with it.
+The bucket is kept as one number, the moment it will be full again (GCRA, the generic cell rate algorithm): a
+request fits while that moment, plus one token's worth of time, is at most a minute away. The same arithmetic runs
+in both places:
+
+- embedded deployment (no Redis): a dict in process memory, bounded to `MAX_BUCKETS` scopes;
+- scale deployment (`redis_url` set): one Redis key per scope, checked and updated by one Lua script on Redis's
+  own clock, so every API replica shares the bucket and replicas with skewed clocks agree. If Redis cannot be
+  reached the limiter uses this process's buckets for a few seconds (and logs it) instead of failing requests: a
+  Redis outage must not take the API down with it.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS: Final = 60.0  # every limit is "per minute"
+TOLERANCE_SECONDS: Final = 0.001  # a request that fits within a millisecond fits (absorbs float rounding)
 MAX_BUCKETS: Final = 100_000  # in-memory scopes kept; source slugs in URLs are caller-chosen, so this is bounded
 MAX_SCOPE_LENGTH: Final = 120
-REDIS_PREFIX: Final = "switchboard:ratelimit"
+REDIS_PREFIX: Final = "switchboard:ratelimit:bucket"
 REDIS_TIMEOUT_SECONDS: Final = 0.5
 REDIS_RETRY_SECONDS: Final = 5.0  # after a Redis failure, use the in-memory buckets this long before trying again
 
@@ -48,6 +53,20 @@ class Decision:
     def retry_after_header(self) -> int:
         """Retry-After in whole seconds, never 0 for a refusal."""
         return max(1, math.ceil(self.retry_after))
+
+
+def take_token(full_at: float | None, *, now: float, limit: int) -> tuple[float, float]:
+    """One request against a bucket that is full again at `full_at` (None: never used, so full now).
+
+    Returns (when the bucket is full again afterwards, seconds to wait): a wait of 0 means the request took a
+    token; otherwise nothing was taken and `full_at` comes back unchanged. `_BUCKET_SCRIPT` below is this in Lua.
+    """
+    interval = WINDOW_SECONDS / limit  # the time one token takes to come back
+    start = now if full_at is None else max(full_at, now)
+    wait = start + interval - WINDOW_SECONDS - now
+    if wait > TOLERANCE_SECONDS:
+        return start, wait
+    return start + interval, 0.0
 
 
 class RateLimiter(Protocol):
@@ -68,27 +87,19 @@ class MemoryLimiter:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = MAX_BUCKETS) -> None:
         self._clock = clock
         self._max = max_buckets
-        # scope -> (tokens, last refill time, limit); dict order = least recently used first
-        self._buckets: dict[str, tuple[float, float, int]] = {}
+        # scope -> when its bucket is full again; dict order = least recently used first
+        self._buckets: dict[str, float] = {}
 
     def take(self, scope: str, limit: int) -> Decision:
         """Synchronous `hit`: nothing awaits in between, so concurrent requests cannot both take the last token."""
         if limit <= 0:
             return Decision(allowed=True)
         now = self._clock()
-        rate = limit / WINDOW_SECONDS
-        entry = self._buckets.pop(scope, None)
-        if entry is None:
-            tokens = float(limit)
+        full_at = self._buckets.pop(scope, None)
+        if full_at is None:
             self._make_room(now)
-        else:
-            tokens, updated, _ = entry
-            tokens = min(float(limit), tokens + (now - updated) * rate)
-        if tokens >= 1:
-            self._buckets[scope] = (tokens - 1, now, limit)
-            return Decision(allowed=True)
-        self._buckets[scope] = (tokens, now, limit)
-        return Decision(allowed=False, retry_after=(1 - tokens) / rate)
+        self._buckets[scope], wait = take_token(full_at, now=now, limit=limit)
+        return Decision(allowed=wait == 0, retry_after=wait)
 
     async def hit(self, scope: str, limit: int) -> Decision:
         """Count one request against the scope's bucket."""
@@ -101,51 +112,36 @@ class MemoryLimiter:
         if len(self._buckets) < self._max:
             return
         # Full buckets carry no state (a new one starts full), so they go first; then the least recently used.
-        for scope, (tokens, updated, limit) in list(self._buckets.items()):
-            if tokens + (now - updated) * limit / WINDOW_SECONDS >= limit:
+        for scope, full_at in list(self._buckets.items()):
+            if full_at <= now:
                 del self._buckets[scope]
         target = self._max * 9 // 10
         while len(self._buckets) > target:
             del self._buckets[next(iter(self._buckets))]
 
 
-# KEYS[1]: the scope's key; the per-minute counters are KEYS[1]:<minute number>. ARGV: limit, window (ms).
-# Returns {allowed (0/1), previous minute's count, this minute's count, ms elapsed in this minute}.
-_SLIDING_WINDOW: Final = """
+# `take_token` in Lua, in milliseconds on Redis's clock. KEYS[1]: the scope's bucket (when it is full again, ms).
+# ARGV: limit, window (ms), tolerance (ms). Returns 0 if the request took a token, else the wait in whole µs.
+# The key expires when the bucket is full, so an idle scope holds nothing.
+_BUCKET_SCRIPT: Final = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local current = math.floor(now / window)
-local elapsed = now - current * window
-local ckey = KEYS[1] .. ':' .. current
-local curr = tonumber(redis.call('GET', ckey) or '0')
-local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. (current - 1)) or '0')
-if prev * (window - elapsed) / window + curr + 1 > limit then
-  return {0, prev, curr, elapsed}
+local interval = window / limit
+local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '') or now, now)
+local wait = start + interval - window - now
+if wait > tonumber(ARGV[3]) then
+  return math.ceil(wait * 1000)
 end
-redis.call('INCR', ckey)
-redis.call('PEXPIRE', ckey, window * 2)
-return {1, prev, curr + 1, elapsed}
+local full_at = start + interval
+redis.call('SET', KEYS[1], string.format('%.17g', full_at), 'PX', math.max(1, math.ceil(full_at - now)))
+return 0
 """
 
 
-def sliding_window_wait(*, limit: int, previous: int, current: int, elapsed: float, window: float) -> float:
-    """How long after `elapsed` (into the current window) the sliding-window estimate admits one more request."""
-    if current + 1 <= limit:
-        if previous == 0:
-            return 0.0
-        # previous * (window - t) / window + current + 1 <= limit
-        at = window * (1 - (limit - current - 1) / previous)
-        if at < window:
-            return max(0.0, at - elapsed)
-    # Not in this window: in the next one, this window's count is the "previous" one and decays from there.
-    at_next = max(0.0, window * (1 - (limit - 1) / current)) if current else 0.0
-    return window - elapsed + at_next
-
-
 class RedisLimiter:
-    """A sliding-window counter in Redis, shared by every API replica; in-memory buckets while Redis is away."""
+    """Token buckets in Redis, shared by every API replica; in-memory buckets while Redis is away."""
 
     def __init__(self, redis_url: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         from redis.asyncio import Redis
@@ -153,7 +149,7 @@ class RedisLimiter:
         self._redis: Redis = Redis.from_url(
             redis_url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
         )
-        self._script: AsyncScript = self._redis.register_script(_SLIDING_WINDOW)
+        self._script: AsyncScript = self._redis.register_script(_BUCKET_SCRIPT)
         self._clock = clock
         self._fallback = MemoryLimiter(clock=clock)
         self._redis_down_until = 0.0
@@ -166,23 +162,17 @@ class RedisLimiter:
             return self._fallback.take(scope, limit)
         from redis.exceptions import RedisError
 
-        window_ms = int(WINDOW_SECONDS * 1000)
-        # The braces are a Redis Cluster hash tag: both minute counters of a scope live on the same node.
-        key = f"{REDIS_PREFIX}:{{{scope}}}"
+        args = [limit, int(WINDOW_SECONDS * 1000), TOLERANCE_SECONDS * 1000]
         try:
-            allowed, previous, current, elapsed = await self._script(keys=[key], args=[limit, window_ms])
+            wait_us = await self._script(keys=[f"{REDIS_PREFIX}:{scope}"], args=args)
         except (RedisError, OSError) as exc:
             log.warning(
                 "rate limits: Redis unreachable (%s); limiting per process for %.0f s", exc, REDIS_RETRY_SECONDS
             )
             self._redis_down_until = self._clock() + REDIS_RETRY_SECONDS
             return self._fallback.take(scope, limit)
-        if allowed:
-            return Decision(allowed=True)
-        wait_ms = sliding_window_wait(
-            limit=limit, previous=int(previous), current=int(current), elapsed=float(elapsed), window=window_ms
-        )
-        return Decision(allowed=False, retry_after=wait_ms / 1000)
+        wait = int(wait_us) / 1_000_000
+        return Decision(allowed=wait == 0, retry_after=wait)
 
     async def aclose(self) -> None:
         """Close the Redis connection pool."""

@@ -31,7 +31,7 @@ from service.models import Comment, Label, Topic
 from service.settings import Settings
 
 HEAD_NAMES = ("sentiment", "offensive", "hate", "emotion", "needs_answer")
-BINARY_HEADS = {  # positive and negative label, as named in ../shared/data
+BINARY_HEADS = {  # positive and negative label, as named in the training data
     "offensive": ("offensive", "not-offensive"),
     "hate": ("hate", "not-hate"),
     "needs_answer": ("needs_answer", "no_answer"),

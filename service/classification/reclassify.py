@@ -8,20 +8,18 @@ commits. The window and the cap keep a change on a busy intranet from flooding t
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.models import OPEN_JOB_STATES, Comment, Job, JobKind, JobState
-from service.models.base import utcnow
 from service.settings import Settings
 
 
-async def enqueue_recent(session: AsyncSession, *, settings: Settings) -> list[uuid.UUID]:
+async def enqueue_recent(session: AsyncSession, *, settings: Settings, now: datetime) -> list[uuid.UUID]:
     """Create processing jobs for the comments of the last `reclassify_days`; returns the new job ids."""
-    now = utcnow()
     open_job = (
         sa.select(col(Job.id))
         .where(col(Job.comment_id) == col(Comment.id), col(Job.state).in_(OPEN_JOB_STATES))

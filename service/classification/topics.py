@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,22 +14,14 @@ from classifiers.topics import OTHER
 from service.audit import chain as audit
 from service.classification import reclassify
 from service.errors import AlreadyExists, InvalidPayload, NotFound
+from service.inputs import set_fields
 from service.models import Topic
-from service.models.base import utcnow
 from service.models.topic import MAX_EXAMPLE_LENGTH, TopicCreate, TopicPublic, TopicUpdate
 from service.settings import Settings
 
 
 def _public(topic: Topic) -> TopicPublic:
-    assert topic.id is not None
-    return TopicPublic(
-        id=topic.id,
-        name=topic.name,
-        description=topic.description,
-        examples=list(topic.examples),
-        created_at=topic.created_at,
-        updated_at=topic.updated_at,
-    )
+    return TopicPublic.model_validate(topic, from_attributes=True)
 
 
 def _audit_view(topic: Topic) -> dict[str, Any]:
@@ -68,7 +61,7 @@ async def _get(session: AsyncSession, topic_id: int) -> Topic:
 
 
 async def create(
-    session: AsyncSession, *, data: TopicCreate, actor: str, settings: Settings
+    session: AsyncSession, *, data: TopicCreate, actor: str, settings: Settings, now: datetime
 ) -> tuple[TopicPublic, list[uuid.UUID]]:
     """Add a topic to the taxonomy; returns it and the re-classification jobs to enqueue after commit."""
     await _check_name(session, data.name)
@@ -76,10 +69,10 @@ async def create(
     session.add(topic)
     await session.flush()
     await audit.record(
-        session, actor=actor, action="topic.created", target_type="topic", target_id=str(topic.id),
+        session, now=now, actor=actor, action="topic.created", target_type="topic", target_id=str(topic.id),
         after=_audit_view(topic),
     )  # fmt: skip
-    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings, now=now)
 
 
 async def list_all(session: AsyncSession) -> list[TopicPublic]:
@@ -94,34 +87,32 @@ async def read(session: AsyncSession, *, topic_id: int) -> TopicPublic:
 
 
 async def update(
-    session: AsyncSession, *, topic_id: int, data: TopicUpdate, actor: str, settings: Settings
+    session: AsyncSession, *, topic_id: int, data: TopicUpdate, actor: str, settings: Settings, now: datetime
 ) -> tuple[TopicPublic, list[uuid.UUID]]:
     """Rename a topic, change its description or replace its examples (and re-classify recent comments)."""
     topic = await _get(session, topic_id)
-    before = _audit_view(topic)
+    changes = set_fields(data, clearable={"description"}) | {"updated_at": now}
     if data.name is not None:
         await _check_name(session, data.name, except_id=topic_id)
-        topic.name = data.name.strip()
-    if "description" in data.model_fields_set:
-        topic.description = data.description
+        changes["name"] = data.name.strip()
     if data.examples is not None:
-        topic.examples = _clean_examples(data.examples)
-    topic.updated_at = utcnow()
-    await session.flush()
-    await audit.record(
-        session, actor=actor, action="topic.updated", target_type="topic", target_id=str(topic_id),
-        before=before, after=_audit_view(topic),
+        changes["examples"] = _clean_examples(data.examples)
+    await audit.record_update(
+        session, topic, changes, view=lambda: _audit_view(topic), now=now, actor=actor, action="topic.updated",
+        target_type="topic", target_id=str(topic_id),
     )  # fmt: skip
-    return _public(topic), await reclassify.enqueue_recent(session, settings=settings)
+    return _public(topic), await reclassify.enqueue_recent(session, settings=settings, now=now)
 
 
-async def delete(session: AsyncSession, *, topic_id: int, actor: str, settings: Settings) -> list[uuid.UUID]:
+async def delete(
+    session: AsyncSession, *, topic_id: int, actor: str, settings: Settings, now: datetime
+) -> list[uuid.UUID]:
     """Remove a topic from the taxonomy; recent comments are classified again (returns their job ids)."""
     topic = await _get(session, topic_id)
-    topic.deleted_at = topic.updated_at = utcnow()
+    topic.deleted_at = topic.updated_at = now
     await session.flush()
     await audit.record(
-        session, actor=actor, action="topic.deleted", target_type="topic", target_id=str(topic_id),
+        session, now=now, actor=actor, action="topic.deleted", target_type="topic", target_id=str(topic_id),
         before=_audit_view(topic),
     )  # fmt: skip
-    return await reclassify.enqueue_recent(session, settings=settings)
+    return await reclassify.enqueue_recent(session, settings=settings, now=now)

@@ -1,19 +1,16 @@
-"""Admin use cases for the directory: members (the people who answer) and teams (who share a queue).
+"""Admin use cases for members (the people who answer): create, list, read, update, delete.
 
 Ids are chosen by the admin and never reused: a deleted member's or team's id stays taken, because the audit
-trail, queue items, replies and API keys keep naming it, and a newcomer must not inherit that history.
-
-Directory writes are rare and check several rows before changing any (an external id is free, a delegate is
-live, a team's members exist), so they are serialised: SQLite's BEGIN IMMEDIATE already does this, and on
-PostgreSQL every write takes one transaction-scoped advisory lock first. No check can then race a concurrent
-change, and no two directory writes can deadlock on each other's row locks.
+trail, queue items, replies and API keys keep naming it, and a newcomer must not inherit that history. Teams are
+`service.directory.teams`; what every directory write shares (one writer at a time) is `service.directory.writes`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,39 +18,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.audit import chain as audit
-from service.database import dialect_name, table
+from service.database import table
+from service.directory.teams import get_team, team_audit, team_views
+from service.directory.writes import check_id_free, check_not_in_rules, serialise
 from service.errors import AlreadyExists, InvalidPayload, InvalidState, NotFound
+from service.inputs import set_fields
 from service.items import transitions as items
-from service.models import ApiKey, Member, MemberIdentity, Source, Strategy, Team, TeamMember
-from service.models.base import utcnow
+from service.models import ApiKey, Member, MemberIdentity, Source, Team, TeamMember
+from service.models.base import to_schema
 from service.models.directory import (
     ExternalId,
     MemberCreate,
     MemberPublic,
     MemberUpdate,
-    TeamCreate,
-    TeamPublic,
-    TeamUpdate,
 )
-from service.routing import rules
-
-# pg_advisory_xact_lock key of directory writes (any constant; it only has to be the same everywhere).
-DIRECTORY_LOCK_KEY = 0x5357_4449_5245_4354  # "SWDIRECT"
-
-
-async def _serialise(session: AsyncSession) -> None:
-    if dialect_name(session) == "postgresql":
-        await session.execute(sa.select(sa.func.pg_advisory_xact_lock(DIRECTORY_LOCK_KEY)))
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    # The API documents away_until as UTC: a time without an offset is read as UTC, not as server-local time.
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-# ---- members ------------------------------------------------------------------------------------------------
 
 
 async def get_member(session: AsyncSession, member_id: str, *, for_update: bool = False) -> Member:
@@ -113,17 +91,8 @@ async def _member_views(
     """Public views of `members`; `ids` selects their ids (a subquery for lists, so no huge IN lists)."""
     external_ids, teams = await _external_ids(session, ids), await _teams_of(session, ids)
     return [
-        MemberPublic(
-            id=m.id,
-            name=m.name,
-            email=m.email,
-            capacity=m.capacity,
-            away_until=m.away_until,
-            delegate=m.delegate_id,
-            external_ids=external_ids.get(m.id, []),
-            teams=teams.get(m.id, []),
-            created_at=m.created_at,
-            updated_at=m.updated_at,
+        to_schema(
+            MemberPublic, m, delegate=m.delegate_id, external_ids=external_ids.get(m.id, []), teams=teams.get(m.id, [])
         )
         for m in members
     ]
@@ -135,6 +104,10 @@ async def _member_view(session: AsyncSession, member: Member) -> MemberPublic:
 
 def _member_audit(view: MemberPublic) -> dict[str, Any]:
     return view.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
+
+
+async def _audit_view(session: AsyncSession, member: Member) -> dict[str, Any]:
+    return _member_audit(await _member_view(session, member))
 
 
 async def _resolve_external_ids(
@@ -190,29 +163,10 @@ async def _check_delegate(session: AsyncSession, delegate: str, *, member_id: st
         raise InvalidPayload(f"delegate: there is no member '{delegate}'.")
 
 
-async def _check_id_free(session: AsyncSession, model: type[Member] | type[Team], entity_id: str) -> None:
-    rows = table(model)
-    found = (await session.execute(sa.select(rows.c.deleted_at).where(rows.c.id == entity_id))).first()
-    if found is None:
-        return
-    if found.deleted_at is None:
-        raise AlreadyExists(f"A {rows.name} '{entity_id}' exists.")
-    raise AlreadyExists(f"The id '{entity_id}' belonged to a deleted {rows.name}; ids are never reused.")
-
-
-async def _check_not_in_rules(
-    session: AsyncSession, *, member_id: str | None = None, team_id: str | None = None
-) -> None:
-    members, teams = await rules.references(session)
-    if member_id in members or team_id in teams:
-        what = f"member '{member_id}'" if member_id in members else f"team '{team_id}'"
-        raise InvalidState(f"The live routing rules assign to {what}: change the rules (PUT /v1/admin/rules) first.")
-
-
-async def create_member(session: AsyncSession, *, data: MemberCreate, actor: str) -> MemberPublic:
+async def create_member(session: AsyncSession, *, data: MemberCreate, actor: str, now: datetime) -> MemberPublic:
     """Add a member with their external ids; 409 if the id is taken, even by a deleted member (never reused)."""
-    await _serialise(session)
-    await _check_id_free(session, Member, data.id)
+    await serialise(session)
+    await check_id_free(session, Member, data.id)
     if data.delegate is not None:
         await _check_delegate(session, data.delegate, member_id=data.id)
     pairs = await _resolve_external_ids(session, data.external_ids, member_id=data.id)
@@ -221,7 +175,7 @@ async def create_member(session: AsyncSession, *, data: MemberCreate, actor: str
         name=data.name,
         email=data.email,
         capacity=data.capacity,
-        away_until=_utc(data.away_until),
+        away_until=data.away_until,
         delegate_id=data.delegate,
     )
     session.add(member)
@@ -229,7 +183,7 @@ async def create_member(session: AsyncSession, *, data: MemberCreate, actor: str
     await _replace_external_ids(session, member.id, pairs)
     view = await _member_view(session, member)
     await audit.record(
-        session, actor=actor, action="member.created", target_type="member", target_id=member.id,
+        session, now=now, actor=actor, action="member.created", target_type="member", target_id=member.id,
         after=_member_audit(view),
     )  # fmt: skip
     return view
@@ -239,7 +193,7 @@ async def list_members(session: AsyncSession, *, team_id: str | None = None) -> 
     """Live members by id; `team_id` keeps the members of that team (404 if there is no such team)."""
     stmt = sa.select(Member).where(col(Member.deleted_at).is_(None)).order_by(col(Member.id))
     if team_id is not None:
-        await _get_team(session, team_id)
+        await get_team(session, team_id)
         stmt = stmt.where(
             col(Member.id).in_(sa.select(col(TeamMember.member_id)).where(col(TeamMember.team_id) == team_id))
         )
@@ -253,38 +207,30 @@ async def read_member(session: AsyncSession, *, member_id: str) -> MemberPublic:
     return await _member_view(session, await get_member(session, member_id))
 
 
-async def update_member(session: AsyncSession, *, member_id: str, data: MemberUpdate, actor: str) -> MemberPublic:
+async def update_member(
+    session: AsyncSession, *, member_id: str, data: MemberUpdate, actor: str, now: datetime
+) -> MemberPublic:
     """Change a member; `null` clears email, away_until and delegate; `external_ids` replaces the list."""
-    await _serialise(session)
+    await serialise(session)
     member = await get_member(session, member_id, for_update=True)
-    before = _member_audit(await _member_view(session, member))
-    fields = data.model_fields_set
-    if "delegate" in fields and data.delegate is not None:
+    if data.delegate is not None:
         await _check_delegate(session, data.delegate, member_id=member_id)
     pairs = None
     if data.external_ids is not None:
         pairs = await _resolve_external_ids(session, data.external_ids, member_id=member_id)
     # Like the other admin resources, an explicit null leaves a required field (name, capacity) as it is.
-    if data.name is not None:
-        member.name = data.name
-    if data.capacity is not None:
-        member.capacity = data.capacity
-    if "email" in fields:
-        member.email = data.email
-    if "away_until" in fields:
-        member.away_until = _utc(data.away_until)
-    if "delegate" in fields:
-        member.delegate_id = data.delegate
-    if pairs is not None:
-        await _replace_external_ids(session, member_id, pairs)
-    member.updated_at = utcnow()
-    await session.flush()
-    view = await _member_view(session, member)
-    await audit.record(
-        session, actor=actor, action="member.updated", target_type="member", target_id=member_id,
-        before=before, after=_member_audit(view),
+    changes = set_fields(
+        data,
+        clearable={"email", "away_until", "delegate"},
+        columns={"delegate": "delegate_id"},
+        exclude={"external_ids"},
+    )
+    await audit.record_update(
+        session, member, changes | {"updated_at": now}, view=lambda: _audit_view(session, member),
+        then=None if pairs is None else partial(_replace_external_ids, session, member_id, pairs), now=now,
+        actor=actor, action="member.updated", target_type="member", target_id=member_id,
     )  # fmt: skip
-    return view
+    return await _member_view(session, member)
 
 
 async def _check_not_a_lead(session: AsyncSession, member_id: str) -> None:
@@ -307,12 +253,12 @@ async def _check_not_a_lead(session: AsyncSession, member_id: str) -> None:
         )
 
 
-async def delete_member(session: AsyncSession, *, member_id: str, actor: str) -> None:
+async def delete_member(session: AsyncSession, *, member_id: str, actor: str, now: datetime) -> None:
     """Retire a member: out of teams, external ids freed, delegations cleared, keys revoked (audited).
 
     409 while live rules assign to the member or the member leads a live team.
     """
-    await _serialise(session)
+    await serialise(session)
     # The teams before the member: routing writes team rows (last_assigned_id) and never member rows, so this
     # order cannot deadlock with it.
     teams = list(
@@ -329,23 +275,22 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
         ).scalars()
     )
     member = await get_member(session, member_id, for_update=True)
-    await _check_not_in_rules(session, member_id=member_id)
+    await check_not_in_rules(session, member_id=member_id)
     await _check_not_a_lead(session, member_id)
-    before = _member_audit(await _member_view(session, member))
-    now = utcnow()
+    before = await _audit_view(session, member)
     await items.unassign(session, actor=actor, now=now, reason=f"member {member_id} deleted", member_id=member_id)
 
     team_ids = [t.id for t in teams]
-    teams_before = [_team_audit(v) for v in await _team_views(session, teams, team_ids)]
+    teams_before = [team_audit(v) for v in await team_views(session, teams, team_ids)]
     await session.execute(sa.delete(TeamMember).where(col(TeamMember.member_id) == member_id))
     for team in teams:
         team.updated_at = now
     await session.flush()
-    teams_after = await _team_views(session, teams, team_ids)
+    teams_after = await team_views(session, teams, team_ids)
     for team, team_before, team_after in zip(teams, teams_before, teams_after, strict=True):
         await audit.record(
-            session, actor=actor, action="team.updated", target_type="team", target_id=team.id,
-            before=team_before, after=_team_audit(team_after),
+            session, now=now, actor=actor, action="team.updated", target_type="team", target_id=team.id,
+            before=team_before, after=team_audit(team_after),
         )  # fmt: skip
 
     delegators = (
@@ -360,7 +305,7 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
         delegator.delegate_id = None
         delegator.updated_at = now
         await audit.record(
-            session, actor=actor, action="member.updated", target_type="member", target_id=delegator.id,
+            session, now=now, actor=actor, action="member.updated", target_type="member", target_id=delegator.id,
             before={"delegate": member_id}, after={"delegate": None},
         )  # fmt: skip
 
@@ -375,7 +320,7 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
     for key in keys:
         key.revoked_at = now
         await audit.record(
-            session, actor=actor, action="api_key.revoked", target_type="api_key", target_id=key.prefix,
+            session, now=now, actor=actor, action="api_key.revoked", target_type="api_key", target_id=key.prefix,
             before={"name": key.name, "role": key.role, "member_id": member_id},
             after={"revoked_at": now.isoformat(), "reason": "member deleted"},
         )  # fmt: skip
@@ -384,157 +329,5 @@ async def delete_member(session: AsyncSession, *, member_id: str, actor: str) ->
     member.deleted_at = member.updated_at = now
     await session.flush()
     await audit.record(
-        session, actor=actor, action="member.deleted", target_type="member", target_id=member_id, before=before
-    )
-
-
-# ---- teams --------------------------------------------------------------------------------------------------
-
-
-async def _get_team(session: AsyncSession, team_id: str, *, for_update: bool = False) -> Team:
-    stmt = sa.select(Team).where(col(Team.id) == team_id, col(Team.deleted_at).is_(None))
-    if for_update:
-        stmt = stmt.with_for_update()
-    team = (await session.execute(stmt)).scalar_one_or_none()
-    if team is None:
-        raise NotFound(f"There is no team '{team_id}'.")
-    return team
-
-
-async def _team_views(
-    session: AsyncSession, teams: Sequence[Team], ids: sa.ScalarSelect[Any] | list[str]
-) -> list[TeamPublic]:
-    rows = await session.execute(
-        sa.select(col(TeamMember.team_id), col(TeamMember.member_id))
-        .where(col(TeamMember.team_id).in_(ids))
-        .order_by(col(TeamMember.team_id), col(TeamMember.position))
-    )
-    members: dict[str, list[str]] = defaultdict(list)
-    for team_id, member_id in rows:
-        members[team_id].append(member_id)
-    return [
-        TeamPublic(
-            id=t.id,
-            name=t.name,
-            members=members.get(t.id, []),
-            lead=t.lead_id,
-            strategy=Strategy(t.strategy),
-            created_at=t.created_at,
-            updated_at=t.updated_at,
-        )
-        for t in teams
-    ]
-
-
-async def _team_view(session: AsyncSession, team: Team) -> TeamPublic:
-    return (await _team_views(session, [team], [team.id]))[0]
-
-
-def _team_audit(view: TeamPublic) -> dict[str, Any]:
-    return view.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
-
-
-async def _check_members(session: AsyncSession, members: list[str]) -> None:
-    duplicates = sorted({m for m in members if members.count(m) > 1})
-    if duplicates:
-        raise InvalidPayload(f"members: {', '.join(repr(m) for m in duplicates)} listed more than once.")
-    live = set(
-        (
-            await session.execute(
-                sa.select(col(Member.id)).where(col(Member.id).in_(members), col(Member.deleted_at).is_(None))
-            )
-        ).scalars()
-    )
-    unknown = [m for m in members if m not in live]
-    if unknown:
-        raise InvalidPayload(f"members: there is no member {', '.join(repr(m) for m in unknown)}.")
-
-
-async def _check_lead(session: AsyncSession, lead: str) -> None:
-    live = await session.execute(
-        sa.select(col(Member.id)).where(col(Member.id) == lead, col(Member.deleted_at).is_(None))
-    )
-    if live.first() is None:
-        raise InvalidPayload(f"lead: there is no member '{lead}'.")
-
-
-async def _replace_members(session: AsyncSession, team_id: str, members: list[str]) -> None:
-    # A bulk DELETE before the INSERTs: a flush would insert before it deletes and trip the primary key.
-    await session.execute(sa.delete(TeamMember).where(col(TeamMember.team_id) == team_id))
-    session.add_all(TeamMember(team_id=team_id, member_id=m, position=i) for i, m in enumerate(members))
-    await session.flush()
-
-
-async def create_team(session: AsyncSession, *, data: TeamCreate, actor: str) -> TeamPublic:
-    """Add a team of live members (in round-robin order); 409 if the id is taken, even by a deleted team."""
-    await _serialise(session)
-    await _check_id_free(session, Team, data.id)
-    await _check_members(session, data.members)
-    if data.lead is not None:
-        await _check_lead(session, data.lead)
-    team = Team(id=data.id, name=data.name, lead_id=data.lead, strategy=data.strategy)
-    session.add(team)
-    await session.flush()
-    await _replace_members(session, team.id, data.members)
-    view = await _team_view(session, team)
-    await audit.record(
-        session, actor=actor, action="team.created", target_type="team", target_id=team.id,
-        after=_team_audit(view),
-    )  # fmt: skip
-    return view
-
-
-async def list_teams(session: AsyncSession) -> list[TeamPublic]:
-    """Live teams by id."""
-    stmt = sa.select(Team).where(col(Team.deleted_at).is_(None)).order_by(col(Team.id))
-    teams = list((await session.execute(stmt)).scalars())
-    return await _team_views(session, teams, stmt.with_only_columns(col(Team.id)).order_by(None).scalar_subquery())
-
-
-async def read_team(session: AsyncSession, *, team_id: str) -> TeamPublic:
-    """One live team."""
-    return await _team_view(session, await _get_team(session, team_id))
-
-
-async def update_team(session: AsyncSession, *, team_id: str, data: TeamUpdate, actor: str) -> TeamPublic:
-    """Change a team; `members` replaces the list in the order given, `lead: null` clears the lead."""
-    await _serialise(session)
-    team = await _get_team(session, team_id, for_update=True)
-    before = _team_audit(await _team_view(session, team))
-    if data.members is not None:
-        await _check_members(session, data.members)
-    if data.lead is not None:
-        await _check_lead(session, data.lead)
-    # Like the other admin resources, an explicit null leaves a required field (name, strategy) as it is.
-    if data.name is not None:
-        team.name = data.name
-    if data.strategy is not None:
-        team.strategy = data.strategy
-    if "lead" in data.model_fields_set:
-        team.lead_id = data.lead
-    if data.members is not None:
-        await _replace_members(session, team_id, data.members)
-    team.updated_at = utcnow()
-    await session.flush()
-    view = await _team_view(session, team)
-    await audit.record(
-        session, actor=actor, action="team.updated", target_type="team", target_id=team_id,
-        before=before, after=_team_audit(view),
-    )  # fmt: skip
-    return view
-
-
-async def delete_team(session: AsyncSession, *, team_id: str, actor: str) -> None:
-    """Retire a team: its memberships end; the id stays taken."""
-    await _serialise(session)
-    team = await _get_team(session, team_id, for_update=True)
-    await _check_not_in_rules(session, team_id=team_id)
-    before = _team_audit(await _team_view(session, team))
-    now = utcnow()
-    await items.unassign(session, actor=actor, now=now, reason=f"team {team_id} deleted", team_id=team_id)
-    await session.execute(sa.delete(TeamMember).where(col(TeamMember.team_id) == team_id))
-    team.deleted_at = team.updated_at = now
-    await session.flush()
-    await audit.record(
-        session, actor=actor, action="team.deleted", target_type="team", target_id=team_id, before=before
+        session, now=now, actor=actor, action="member.deleted", target_type="member", target_id=member_id, before=before
     )

@@ -30,7 +30,6 @@ from service.models import (
     SourceKind,
     Thread,
 )
-from service.models.base import utcnow
 from service.routing.dispatch import close_for_deleted_comment
 from service.settings import Settings
 
@@ -56,10 +55,9 @@ async def receive(
     slug: str,
     headers: Mapping[str, str],
     body: bytes,
-    now: datetime | None = None,
+    now: datetime,
 ) -> Receipt:
     """Accept one signed delivery from a source. Nothing is written unless the signature verifies."""
-    now = now or utcnow()
     source = await sources.get_by_slug(session, slug)
     adapter = ADAPTERS[source.kind]
     delivery_id = adapter.verify(

@@ -55,16 +55,16 @@ async def transition(
         after["note"] = note
     await audit.record(
         session, actor=actor, action=f"queue_item.{action}", target_type="queue_item", target_id=str(item.id),
-        before=before, after=after,
+        now=now, before=before, after=after,
     )  # fmt: skip
     return item
 
 
-async def created(session: AsyncSession, item: QueueItem, *, actor: str) -> None:
+async def created(session: AsyncSession, item: QueueItem, *, actor: str, now: datetime) -> None:
     """Audit the creation of an item (its first state and owner, and the rule that placed it)."""
     await audit.record(
         session, actor=actor, action="queue_item.created", target_type="queue_item", target_id=str(item.id),
-        after={**audit_view(item), "rule_id": item.rule_id, "ruleset_version": item.ruleset_version},
+        now=now, after={**audit_view(item), "rule_id": item.rule_id, "ruleset_version": item.ruleset_version},
     )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ from sqlmodel import col
 from service.audit import chain as audit
 from service.errors import InvalidState, NotFound
 from service.models import Job, JobState
-from service.models.base import utcnow
 from service.pagination import decode_cursor, encode_cursor
 
 MAX_PAGE = 500
@@ -63,14 +62,15 @@ async def list_jobs(session: AsyncSession, *, state: JobState | None, limit: int
     return JobPage(items=[_public(j) for j in page], next_cursor=next_cursor)
 
 
-async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tuple[JobPublic, list[uuid.UUID]]:
+async def retry(
+    session: AsyncSession, *, job_id: uuid.UUID, actor: str, now: datetime
+) -> tuple[JobPublic, list[uuid.UUID]]:
     """Give a dead job a fresh set of attempts; returns it and the ids to enqueue after commit."""
     job = (await session.execute(sa.select(Job).where(col(Job.id) == job_id).with_for_update())).scalar_one_or_none()
     if job is None:
         raise NotFound(f"There is no job {job_id}.")
     if job.state != JobState.dead:
         raise InvalidState(f"Only dead jobs can be retried; this one is {job.state}.")
-    now = utcnow()
     job.state = JobState.pending
     job.attempts = 0
     job.available_at = job.enqueued_at = now
@@ -78,6 +78,7 @@ async def retry(session: AsyncSession, *, job_id: uuid.UUID, actor: str) -> tupl
     await session.flush()
     await audit.record(
         session,
+        now=now,
         actor=actor,
         action="job.retried",
         target_type="job",

@@ -16,11 +16,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from service.database import SessionFactory
 from service.jobs import processing
-from service.models.base import utcnow
 from service.queue import sla
 from service.routing import simulation
 from service.settings import Settings
@@ -47,17 +47,23 @@ class JobBackend(Protocol):
 
 
 class InlineBackend:
-    """In-process backend: one consumer task batches job ids; a timer reconciles with the job table."""
+    """In-process backend: one consumer task batches job ids; a timer reconciles with the job table.
+
+    It is the entry point of its jobs and sweeps: each reads `clock` (the app's) and passes the time down.
+    """
 
     def __init__(
         self,
         factory: SessionFactory,
         settings: Settings,
         run_batch: Callable[[Sequence[uuid.UUID]], Awaitable[Any]],
+        *,
+        clock: Callable[[], datetime],
     ) -> None:
         self._factory = factory
         self._settings = settings
         self._run_batch = run_batch
+        self._clock = clock
         self._queue: asyncio.Queue[uuid.UUID] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._simulations: set[asyncio.Task[None]] = set()
@@ -81,7 +87,8 @@ class InlineBackend:
     async def run_simulation(self, simulation_id: uuid.UUID) -> None:
         """Run a stored simulation in a task of this process (the reconciler restarts it if the process dies)."""
         task = asyncio.create_task(
-            simulation.run(self._factory, simulation_id, settings=self._settings), name=f"simulation-{simulation_id}"
+            simulation.run(self._factory, simulation_id, settings=self._settings, clock=self._clock),
+            name=f"simulation-{simulation_id}",
         )
         self._simulations.add(task)
         task.add_done_callback(self._simulations.discard)
@@ -125,8 +132,9 @@ class InlineBackend:
         first = True  # what an earlier process had queued in memory is gone: hand out all pending rows
         while True:
             try:
-                await reconcile(self._factory, self._settings, self.enqueue, queue_was_lost=first)
-                for simulation_id in await simulation.pending(self._factory, settings=self._settings):
+                now = self._clock()
+                await reconcile(self._factory, self._settings, self.enqueue, now=now, queue_was_lost=first)
+                for simulation_id in await simulation.pending(self._factory, settings=self._settings, now=now):
                     await self.run_simulation(simulation_id)
                 first = False
             except Exception:
@@ -137,7 +145,7 @@ class InlineBackend:
         while True:
             await asyncio.sleep(self._settings.sla_sweep_interval_seconds)
             try:
-                await sla.sweep(self._factory, settings=self._settings, now=utcnow())
+                await sla.sweep(self._factory, settings=self._settings, now=self._clock())
             except Exception:
                 log.exception("SLA sweep failed")
 
@@ -215,18 +223,19 @@ async def reconcile(
     settings: Settings,
     enqueue: Callable[[Sequence[uuid.UUID]], Awaitable[None]],
     *,
+    now: datetime,
     queue_was_lost: bool = False,
 ) -> int:
-    """One sweep: hand out due job rows again and forget old webhook ids. Returns how many were handed out."""
+    """One sweep at `now`: hand out due job rows again and forget old webhook ids. Returns how many were handed out."""
     total = 0
     while True:
-        ids = await processing.due_jobs(factory, settings=settings, queue_was_lost=queue_was_lost)
+        ids = await processing.due_jobs(factory, settings=settings, now=now, queue_was_lost=queue_was_lost)
         if ids:
             await enqueue(ids)
             total += len(ids)
         if len(ids) < 1000:
             break
-    pruned = await processing.prune_deliveries(factory, settings=settings)
+    pruned = await processing.prune_deliveries(factory, settings=settings, now=now)
     if total or pruned:
         log.info("reconciler: re-enqueued %d jobs, forgot %d old webhook ids", total, pruned)
     return total

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,7 +24,6 @@ from service.classification.classifier import document, thresholds_for
 from service.database import SessionFactory, dialect_name, transaction
 from service.errors import summarise
 from service.models import Comment, CommentAnalysis, Delivery, Job, JobState, Source
-from service.models.base import utcnow
 from service.routing.dispatch import dispatch_comments
 from service.settings import Settings
 
@@ -71,32 +70,39 @@ async def claim(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: dat
 
 
 async def process_jobs(
-    factory: SessionFactory, analyser: Analyser, job_ids: Sequence[uuid.UUID], *, settings: Settings
+    factory: SessionFactory,
+    analyser: Analyser,
+    job_ids: Sequence[uuid.UUID],
+    *,
+    settings: Settings,
+    clock: Callable[[], datetime],
 ) -> BatchReport:
-    """Run a batch of process_comment jobs; a failing comment is retried alone so it never sinks the batch."""
+    """Run a batch of process_comment jobs; a failing comment is retried alone so it never sinks the batch.
+
+    `clock` is the caller's (a batch spans the model's run: claimed, finished and failed each read it once).
+    """
     report = BatchReport()
-    now = utcnow()
     async with transaction(factory) as session:
-        claims = await claim(session, job_ids, now=now, lease=timedelta(seconds=settings.job_lease_seconds))
+        claims = await claim(session, job_ids, now=clock(), lease=timedelta(seconds=settings.job_lease_seconds))
     report.claimed = len(claims)
     report.skipped = len(job_ids) - len(claims)
     if not claims:
         return report
     try:
-        await _run(factory, analyser, claims, report, settings)
+        await _run(factory, analyser, claims, report, settings, clock)
     except Exception as exc:
         if len(claims) == 1:
             log.exception("job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt)
-            await _record_failure(factory, claims[0], summarise(exc), settings=settings)
+            await _record_failure(factory, claims[0], summarise(exc), settings=settings, now=clock())
             report.failed += 1
             return report
         log.warning("a batch of %d failed; running its comments one by one", len(claims), exc_info=True)
         for one in claims:
             try:
-                await _run(factory, analyser, [one], report, settings)
+                await _run(factory, analyser, [one], report, settings, clock)
             except Exception as exc_one:
                 log.exception("job %s failed (attempt %d)", one.job_id, one.attempt)
-                await _record_failure(factory, one, summarise(exc_one), settings=settings)
+                await _record_failure(factory, one, summarise(exc_one), settings=settings, now=clock())
                 report.failed += 1
     return report
 
@@ -111,7 +117,12 @@ class _Result:
 
 
 async def _run(
-    factory: SessionFactory, analyser: Analyser, claims: Sequence[Claim], report: BatchReport, settings: Settings
+    factory: SessionFactory,
+    analyser: Analyser,
+    claims: Sequence[Claim],
+    report: BatchReport,
+    settings: Settings,
+    clock: Callable[[], datetime],
 ) -> None:
     async with factory() as session:
         rows = (
@@ -134,21 +145,23 @@ async def _run(
         )
         for c, analysis in zip(live, analyses, strict=True)
     }
+    now = clock()
     async with transaction(factory) as session:
         stored: list[uuid.UUID] = []
         for one in claims:
             result = results.get(one.comment_id)
-            if await _finish(session, one, result, duration_ms=per_comment_ms):
+            if await _finish(session, one, result, duration_ms=per_comment_ms, now=now):
                 report.done += 1
                 if result is not None:
                     stored.append(one.comment_id)
         # The queue item commits with the classification it was routed by.
-        await dispatch_comments(session, stored, now=utcnow())
+        await dispatch_comments(session, stored, now=now)
 
 
-async def _finish(session: AsyncSession, one: Claim, result: _Result | None, *, duration_ms: float) -> int:
+async def _finish(
+    session: AsyncSession, one: Claim, result: _Result | None, *, duration_ms: float, now: datetime
+) -> int:
     """Store the result and mark the job done, if this runner still holds the claim. 1 if it did."""
-    now = utcnow()
     still_ours = (
         await session.execute(
             sa.update(Job)
@@ -188,8 +201,9 @@ async def upsert_analysis(
     await session.flush()
 
 
-async def _record_failure(factory: SessionFactory, one: Claim, error: str, *, settings: Settings) -> None:
-    now = utcnow()
+async def _record_failure(
+    factory: SessionFactory, one: Claim, error: str, *, settings: Settings, now: datetime
+) -> None:
     async with transaction(factory) as session:
         job = await session.get(Job, one.job_id, with_for_update=dialect_name(session) == "postgresql")
         if job is None or job.state != JobState.running or job.attempts != one.attempt:
@@ -207,7 +221,7 @@ async def _record_failure(factory: SessionFactory, one: Claim, error: str, *, se
 
 
 async def due_jobs(
-    factory: SessionFactory, *, settings: Settings, limit: int = 1000, queue_was_lost: bool = False
+    factory: SessionFactory, *, settings: Settings, now: datetime, limit: int = 1000, queue_was_lost: bool = False
 ) -> list[uuid.UUID]:
     """Job rows that should be (re-)enqueued now; marks them enqueued so the next sweep leaves them alone.
 
@@ -215,7 +229,6 @@ async def due_jobs(
     Redis lost them), and running rows whose runner has gone silent past the lease. `queue_was_lost`: the
     in-process queue just started empty, so every pending row is due however recently it was enqueued.
     """
-    now = utcnow()
     requeue_before = now if queue_was_lost else now - timedelta(seconds=settings.job_requeue_seconds)
     lease_before = now - timedelta(seconds=settings.job_lease_seconds)
     async with transaction(factory) as session:
@@ -251,9 +264,9 @@ async def mark_enqueued(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, 
     await session.execute(sa.update(Job).where(col(Job.id).in_(job_ids)).values(enqueued_at=now))
 
 
-async def prune_deliveries(factory: SessionFactory, *, settings: Settings) -> int:
+async def prune_deliveries(factory: SessionFactory, *, settings: Settings, now: datetime) -> int:
     """Forget webhook ids older than the retention period; returns how many."""
-    cutoff = utcnow() - timedelta(days=settings.delivery_retention_days)
+    cutoff = now - timedelta(days=settings.delivery_retention_days)
     async with transaction(factory) as session:
         result = await session.execute(sa.delete(Delivery).where(col(Delivery.received_at) < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)

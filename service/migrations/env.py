@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import service.models  # noqa: F401  (registers every table on SQLModel.metadata)
+import service.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from service.database import create_engine
 
 config = context.config

@@ -1,6 +1,6 @@
-"""SQLModel tables (importing this package registers them all on SQLModel.metadata)."""
+"""The tables several features share (`service.tables` imports every table, these and the features' own)."""
 
-from service.models.auth import ApiKey, AuditEvent, Role
+from service.models.auth import ApiKey, Role
 from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
 from service.models.directory import Member, MemberIdentity, Strategy, Team, TeamMember
 from service.models.job import OPEN_JOB_STATES, Delivery, Job, JobKind, JobState
@@ -10,9 +10,6 @@ from service.models.queue import (
     QueueItem,
     Reply,
     Resolution,
-    RulesetVersion,
-    Simulation,
-    SimulationState,
 )
 from service.models.source import Source, SourceKind
 from service.models.topic import Label, Topic
@@ -20,7 +17,6 @@ from service.models.topic import Label, Topic
 __all__ = [
     "OPEN_JOB_STATES",
     "ApiKey",
-    "AuditEvent",
     "Comment",
     "CommentAnalysis",
     "CommentVersion",
@@ -37,9 +33,6 @@ __all__ = [
     "Reply",
     "Resolution",
     "Role",
-    "RulesetVersion",
-    "Simulation",
-    "SimulationState",
     "Source",
     "SourceKind",
     "Strategy",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.engine import Dialect
 
 # `sa.Integer` columns (every id and counter) are 32-bit on PostgreSQL (SQLite's are 64): what any input that is
@@ -42,3 +43,13 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 def ts_column(*, nullable: bool = False, index: bool = False, **kwargs: Any) -> sa.Column[datetime]:
     """A UTC timestamp column."""
     return sa.Column(UTCDateTime(), nullable=nullable, index=index, **kwargs)
+
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def to_schema(schema: type[Schema], row: object, /, **computed: Any) -> Schema:
+    """A row as an API schema: each field from the row's attribute of the same name, unless given in `computed`
+    (fields the row names otherwise, or that are computed). Validated, so a str column becomes the field's enum."""
+    values = {name: computed[name] if name in computed else getattr(row, name) for name in schema.model_fields}
+    return schema.model_validate(values)

@@ -115,7 +115,7 @@ class MemberUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     capacity: int | None = Field(None, ge=1, le=MAX_CAPACITY, strict=True)
-    away_until: datetime | None = None
+    away_until: UtcDatetime | None = None
     delegate: str | None = Field(None, pattern=ID_PATTERN)
     external_ids: list[ExternalId] | None = Field(None, max_length=50)
 

@@ -1,11 +1,10 @@
-"""Routing rules (versioned) and queue items: one per comment, with its owner, priority, SLA and state."""
+"""Queue items: one per comment, with its owner, priority, SLA and state; and the replies written to them."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -54,48 +53,6 @@ class Resolution(StrEnum):
     follow_up = "follow_up"  # the comment is a follow-up: the original author's item was reopened instead
     staff_reply = "staff_reply"  # the comment is itself the answer to another item
     comment_deleted = "comment_deleted"
-
-
-class RulesetVersion(SQLModel, table=True):
-    """One version of the routing rules; the highest version is the live one. Never updated."""
-
-    __tablename__ = "ruleset_version"
-
-    version: int = Field(primary_key=True)
-    rules: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    note: str | None = Field(default=None, sa_column=sa.Column(sa.String(500), nullable=True))
-    # The simulation the admin looked at before applying this version ("applied after simulation N").
-    simulation_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid, nullable=True))
-    created_by: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())
-
-
-class SimulationState(StrEnum):
-    """Where a rule simulation is."""
-
-    pending = "pending"
-    running = "running"
-    done = "done"
-    failed = "failed"
-
-
-class Simulation(SQLModel, table=True):
-    """A draft ruleset replayed over stored comments against the live one; never changes live data."""
-
-    __tablename__ = "simulation"
-
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
-    draft: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    base_version: int = 0  # the live version it was compared with
-    window: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    comments: int = 0  # how many comments the window held
-    result: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
-    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    created_by: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column(index=True))
-    started_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
-    finished_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
 
 
 class QueueItem(SQLModel, table=True):
@@ -156,6 +113,6 @@ class Reply(SQLModel, table=True):
     member_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     actor: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    # Delivery to the platform is the outbound-events work (adapters issue): until then replies stay pending.
+    # No connector delivers answers to the platform: every reply is recorded and stays pending.
     delivery_state: str = Field(default="pending", sa_column=sa.Column(sa.String(16), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())

@@ -16,7 +16,7 @@ from service.auth.keys import Principal, require_role
 from service.classification import reclassify
 from service.errors import InvalidPayload, NotFound
 from service.models import Comment, Label, Role, Topic
-from service.queue import actions as queue
+from service.queue.viewer import sees_comment
 from service.routing import dispatch
 from service.settings import Settings
 
@@ -60,7 +60,7 @@ async def correct(
     require_role(principal, Role.admin, Role.responder)
     comment = await session.get(Comment, comment_id)
     # Responders correct what reaches their queues; anything else does not exist for them.
-    visible = comment is not None and await queue.sees_comment(session, principal, comment_id)
+    visible = comment is not None and await sees_comment(session, principal, comment_id)
     if comment is None or comment.deleted_at is not None or not visible:
         raise NotFound(f"There is no comment {comment_id}.")
     topic = data.topic
@@ -85,5 +85,5 @@ async def correct(
     session.add(label)
     await session.flush()
     await dispatch.reroute_comment(session, comment_id, now=now)
-    job_ids = await reclassify.enqueue_recent(session, settings=settings) if topic is not None else []
+    job_ids = await reclassify.enqueue_recent(session, settings=settings, now=now) if topic is not None else []
     return LabelPublic.model_validate(label, from_attributes=True), job_ids

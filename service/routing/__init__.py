@@ -33,13 +33,21 @@ from service.routing.assign import _Assigner
 from service.routing.conditions import (
     CompiledRule,
     CompiledRuleset,
-    _Context,
     _quote,
     _walk,
     compile_ruleset,
     explain_condition,
 )
-from service.routing.facts import Decision, Directory, Facts, LeafTrace, MemberInfo, RuleTrace, TeamInfo
+from service.routing.facts import (
+    Decision,
+    Directory,
+    Facts,
+    LeafTrace,
+    MemberInfo,
+    NormalisedFacts,
+    RuleTrace,
+    TeamInfo,
+)
 from service.routing.schema import (
     HEADS,
     MAX_DEPTH,
@@ -120,7 +128,7 @@ def route(
     instead of running the team's strategy again. `released`: rules that hold for moderation are passed over
     (where an approved comment goes).
     """
-    ctx = _Context(facts)
+    ctx = NormalisedFacts(facts)
     traces: list[RuleTrace] = []
     matched: CompiledRule | None = None
     why = "no conditions"

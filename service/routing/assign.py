@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 
+from service.inputs import to_utc
 from service.routing.conditions import _quote
 from service.routing.facts import Directory, Facts, MemberInfo, TeamInfo
 from service.routing.schema import AssignedBy, AssignMember, AssignTeam, AssignThreadAuthor, StrategyName
@@ -12,12 +13,8 @@ from service.routing.schema import AssignedBy, AssignMember, AssignTeam, AssignT
 # ---- assignment -------------------------------------------------------------------------------------------
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
 def _when(moment: datetime) -> str:
-    moment = _utc(moment).astimezone(UTC)
+    moment = to_utc(moment)
     if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
         return moment.date().isoformat()
     return moment.strftime("%Y-%m-%d %H:%M UTC")
@@ -30,7 +27,7 @@ class _Assigner:
         self, directory: Directory, now: datetime, *, keep: tuple[str | None, str | None] | None = None
     ) -> None:
         self.directory = directory
-        self.now = _utc(now)
+        self.now = to_utc(now)
         self.keep = keep  # (team id, member id) of an item being re-routed
 
     def unavailable(self, member_id: str, member: MemberInfo | None) -> str | None:
@@ -39,7 +36,7 @@ class _Assigner:
             return f"member {_quote(member_id)} is not in the directory"
         if not member.active:
             return f"{member.name} is inactive"
-        if member.away_until is not None and self.now < _utc(member.away_until):
+        if member.away_until is not None and self.now < to_utc(member.away_until):
             return f"{member.name} is away until {_when(member.away_until)}"
         return None
 

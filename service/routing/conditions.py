@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-from service.routing.facts import Facts, LeafTrace
+from service.routing.facts import LeafTrace, NormalisedFacts
 from service.routing.schema import (
     Actions,
     AllOf,
@@ -42,137 +40,6 @@ def _fold(value: object) -> str | None:
     return value.casefold() if isinstance(value, str) and value else None
 
 
-def _head(doc: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
-    if doc is None:
-        return None
-    head = doc.get(name)
-    return head if isinstance(head, Mapping) else None
-
-
-def _label(doc: Mapping[str, Any] | None, name: str) -> str | None:
-    head = _head(doc, name)
-    label = head.get("label") if head is not None else None
-    return label if isinstance(label, str) and label else None
-
-
-def _as_number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _language(doc: Mapping[str, Any] | None) -> object:
-    language = _head(doc, "language")
-    return language.get("code") if language is not None else None
-
-
-_STRING_FACTS: dict[str, Callable[[Facts, Mapping[str, Any] | None], object]] = {
-    "source": lambda facts, _: facts.source,
-    "channel": lambda facts, _: facts.channel,
-    "thread_kind": lambda facts, _: facts.thread_kind,
-    "thread_author": lambda facts, _: facts.thread_author,
-    "author": lambda facts, _: facts.author,
-    "author_department": lambda facts, _: facts.author_department,
-    "topic": lambda _, doc: _label(doc, "topic"),
-    "sentiment": lambda _, doc: _label(doc, "sentiment"),
-    "emotion": lambda _, doc: _label(doc, "emotion"),
-    "language": lambda _, doc: _language(doc),
-}
-
-
-class _Context:
-    """One comment's facts, normalised once per route() call (string facts when first asked for)."""
-
-    __slots__ = (
-        "_text_bytes",
-        "_text_folded",
-        "absent_flags",
-        "doc",
-        "facts",
-        "flags",
-        "folded",
-        "is_reply",
-        "needs_answer",
-        "raw",
-        "scores",
-        "text",
-    )
-
-    def __init__(self, facts: Facts) -> None:
-        doc = facts.classification if isinstance(facts.classification, Mapping) else None
-        self.facts = facts
-        self.doc = doc
-        self.raw: dict[str, str | None] = {}
-        self.folded: dict[str, str | None] = {}
-        self.text = facts.text if isinstance(facts.text, str) else None
-        self._text_folded: str | None = None
-        self._text_bytes: bytes | None = None
-        self.is_reply = facts.is_reply if isinstance(facts.is_reply, bool) else None
-        needs_answer = _label(doc, "needs_answer")
-        self.needs_answer = None if needs_answer is None else needs_answer == "needs_answer"
-
-        extra = facts.extra_flags if isinstance(facts.extra_flags, frozenset | set) else frozenset()
-        flags = {f for f in extra if isinstance(f, str)}
-        absent = {"spam"} - flags  # no spam head yet: the caller's word is final
-        for name in ("offensive", "hate"):
-            label = _label(doc, name)
-            if label == name:
-                flags.add(name)
-            elif label is not None and name not in flags:
-                absent.add(name)
-        pii = doc.get("pii") if doc is not None else None
-        if isinstance(pii, Sequence) and not isinstance(pii, str):
-            if pii:
-                flags.add("pii")
-            elif "pii" not in flags:
-                absent.add("pii")
-        self.flags = frozenset(flags)
-        self.absent_flags = frozenset(absent)
-        self.scores: dict[tuple[str, str | None], float | None] = {}
-
-    def value(self, name: str) -> str | None:
-        """A string fact as given (None: missing), looked up once per comment."""
-        if name not in self.raw:
-            found = _STRING_FACTS[name](self.facts, self.doc)
-            self.raw[name] = found if isinstance(found, str) and found else None
-        return self.raw[name]
-
-    def fold(self, name: str) -> str | None:
-        """A string fact casefolded for comparison (None: missing)."""
-        if name not in self.folded:
-            value = self.value(name)
-            self.folded[name] = None if value is None else value.casefold()
-        return self.folded[name]
-
-    def text_folded(self) -> str | None:
-        if self._text_folded is None and self.text is not None:
-            self._text_folded = self.text.casefold()
-        return self._text_folded
-
-    def text_bytes(self) -> bytes | None:
-        # Encoded once: RE2 would otherwise encode the body again for every pattern.
-        if self._text_bytes is None and self.text is not None:
-            self._text_bytes = self.text.encode("utf-8", "surrogatepass")
-        return self._text_bytes
-
-    def score(self, path: tuple[str, str | None]) -> float | None:
-        try:
-            return self.scores[path]
-        except KeyError:
-            pass
-        head, label = path
-        found = _head(self.doc, head)
-        if found is None:
-            value = None
-        elif label is None:  # the topic's score
-            value = _as_number(found.get("score"))
-        else:
-            scores = found.get("scores")
-            value = _as_number(scores.get(label)) if isinstance(scores, Mapping) else None
-        self.scores[path] = value
-        return value
-
-
 Seen: TypeAlias = str | float | bool | None
 
 
@@ -182,17 +49,17 @@ class _Node:
     description: str
     path: str
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         raise NotImplementedError
 
 
 class _Leaf(_Node):
     __slots__ = ()
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         raise NotImplementedError
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, Seen]:
+    def evaluate(self, ctx: NormalisedFacts) -> tuple[bool, Seen]:
         """The result and the value seen (for traces and reasons)."""
         return self.test(ctx), self.seen(ctx)
 
@@ -224,13 +91,13 @@ class _StringLeaf(_Leaf):
         verb = {"eq": "is", "ne": "is not", "in": "is one of", "not_in": "is none of"}[self.op]
         self.description = f"{self.field} {verb} {', '.join(_quote(v) for v in self.values)}"
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         value = ctx.fold(self.field)
         if value is None:
             return False
         return (value in self.wanted) == (self.op in ("eq", "in"))
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         return ctx.value(self.field)
 
     def justify(self, seen: Seen) -> str:
@@ -249,14 +116,14 @@ class _TextLeaf(_Leaf):
             f"text contains {_quote(leaf.value)}" if self.regex is None else f"text matches /{leaf.value}/"
         )
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         if self.regex is None:
             folded = ctx.text_folded()
             return folded is not None and self.wanted in folded
         encoded = ctx.text_bytes()
         return encoded is not None and self.regex.search(encoded) is not None
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         """The matched text (None: no match)."""
         if self.regex is None:
             folded = ctx.text_folded()
@@ -266,7 +133,7 @@ class _TextLeaf(_Leaf):
         found = None if encoded is None else self.regex.search(encoded)
         return None if found is None else _excerpt(found.group(0).decode("utf-8", "replace"))
 
-    def evaluate(self, ctx: _Context) -> tuple[bool, Seen]:
+    def evaluate(self, ctx: NormalisedFacts) -> tuple[bool, Seen]:
         seen = self.seen(ctx)  # one search, not two
         return seen is not None, seen
 
@@ -282,10 +149,10 @@ class _BoolLeaf(_Leaf):
         self.value = leaf.value
         self.description = f"{self.field} is {_show(self.value)}"
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         return ctx.needs_answer if self.field == "needs_answer" else ctx.is_reply
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         seen = ctx.needs_answer if self.field == "needs_answer" else ctx.is_reply
         return seen is not None and seen == self.value
 
@@ -298,13 +165,13 @@ class _FlagLeaf(_Leaf):
         self.has = leaf.op == "has"
         self.description = f"{'has' if self.has else 'lacks'} flag {self.name}"
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         """True: set; False: known to be unset; None: unknown."""
         if self.name in ctx.flags:
             return True
         return False if self.name in ctx.absent_flags else None
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         return self.name in (ctx.flags if self.has else ctx.absent_flags)
 
     def refute(self, seen: Seen) -> str:
@@ -333,10 +200,10 @@ class _ScoreLeaf(_Leaf):
         self.compare = _COMPARE[leaf.op]
         self.description = f"score {self.label} {self.op} {_number(self.value)}"
 
-    def seen(self, ctx: _Context) -> Seen:
+    def seen(self, ctx: NormalisedFacts) -> Seen:
         return ctx.score(self.score_path)
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         score = ctx.score(self.score_path)
         return score is not None and bool(self.compare(score, self.value))
 
@@ -354,7 +221,7 @@ class _All(_Node):
         self.children = children
         self.description = " and ".join(_grouped(c) for c in children)
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         for child in self.children:  # noqa: SIM110  # a loop beats all(generator) on routing's hot path
             if not child.test(ctx):
                 return False
@@ -368,7 +235,7 @@ class _Any(_Node):
         self.children = children
         self.description = " or ".join(_grouped(c) for c in children)
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         for child in self.children:  # noqa: SIM110  # a loop beats any(generator) on routing's hot path
             if child.test(ctx):
                 return True
@@ -382,7 +249,7 @@ class _Not(_Node):
         self.child = child
         self.description = f"not ({child.description})"
 
-    def test(self, ctx: _Context) -> bool:
+    def test(self, ctx: NormalisedFacts) -> bool:
         return not self.child.test(ctx)
 
 
@@ -419,7 +286,7 @@ def explain_condition(condition: Condition | None) -> str:
     return "always" if condition is None else _compile(condition).description
 
 
-def _walk(node: _Node, ctx: _Context, leaves: list[LeafTrace] | None) -> tuple[bool, str]:
+def _walk(node: _Node, ctx: NormalisedFacts, leaves: list[LeafTrace] | None) -> tuple[bool, str]:
     """Evaluate every leaf (no short cut) and say why the node is true or false; collect leaves if asked."""
     if isinstance(node, _Leaf):
         result, seen = node.evaluate(ctx)

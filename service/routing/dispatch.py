@@ -24,8 +24,10 @@ from service.database import dialect_name, insert_ignore, table
 from service.items import transitions as items
 from service.models import Comment, ItemState, QueueItem, Resolution, Team
 from service.models.queue import CLOSED_STATES, NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
-from service.routing import CompiledRuleset, Decision, Directory, MemberInfo, placement, rules
-from service.routing.placement import ROUTING_ACTOR, Context, Placer, facts_of, label_of, load_directory
+from service.routing import CompiledRuleset, Decision, Directory, MemberInfo, rules
+from service.routing.context import Context, contexts, facts_of, load_directory
+from service.routing.facts import label_of
+from service.routing.placement import ROUTING_ACTOR, Placer
 
 __all__ = ["ROUTING_ACTOR", "Context", "Dispatcher", "due_at", "facts_of", "load_directory"]
 
@@ -61,7 +63,7 @@ class Dispatcher:
 
     async def context(self, comment_id: uuid.UUID) -> Context | None:
         """Load a comment, its thread, source and classification as corrected (None if gone)."""
-        return (await placement.contexts(self.session, [comment_id])).get(comment_id)
+        return (await contexts(self.session, [comment_id])).get(comment_id)
 
     async def dispatch(self, comment_id: uuid.UUID) -> QueueItem | None:
         """Create or update the comment's queue item (None for a deleted comment)."""
@@ -149,7 +151,7 @@ class Dispatcher:
             return await self._item_of(comment.id)
         item = await self.session.get(QueueItem, inserted)
         assert item is not None
-        await items.created(self.session, item, actor=ROUTING_ACTOR)
+        await items.created(self.session, item, actor=ROUTING_ACTOR, now=self.now)
         if decision.member and not closed:
             if decision.team and decision.assigned_by == "round_robin":
                 await self.session.execute(

@@ -18,9 +18,9 @@ from sqlmodel import col
 
 from service.audit import chain as audit
 from service.errors import InvalidPayload, InvalidState, NotFound
-from service.models import Member, RulesetVersion, Simulation, SimulationState, Team
-from service.models.base import utcnow
+from service.models import Member, Team
 from service.routing import CompiledRuleset, Rule, RulesetIn, compile_ruleset, referenced_ids
+from service.routing.tables import RulesetVersion, Simulation, SimulationState
 
 DEFAULT_RULES: list[dict[str, Any]] = [
     {
@@ -139,7 +139,7 @@ async def _check_simulated(session: AsyncSession, data: RulesetPut) -> None:
         raise InvalidState(f"These rules are not the draft simulation {data.simulation_id} tried.")
 
 
-async def replace(session: AsyncSession, *, data: RulesetPut, actor: str) -> RulesetPublic:
+async def replace(session: AsyncSession, *, data: RulesetPut, actor: str, now: datetime) -> RulesetPublic:
     """Save a whole new version of the rules (validated, audited with before and after)."""
     await check_references(session, data)
     if data.simulation_id is not None:
@@ -153,12 +153,12 @@ async def replace(session: AsyncSession, *, data: RulesetPut, actor: str) -> Rul
         note=data.note,
         simulation_id=data.simulation_id,
         created_by=actor,
-        created_at=utcnow(),
+        created_at=now,
     )
     session.add(row)
     await session.flush()
     await audit.record(
-        session, actor=actor, action="rules.replaced", target_type="ruleset", target_id=str(row.version),
+        session, now=now, actor=actor, action="rules.replaced", target_type="ruleset", target_id=str(row.version),
         before={"version": before.version, "rules": [r.model_dump(mode="json") for r in before.rules]},
         after={"version": row.version, "rules": row.rules, "note": data.note,
                "simulation_id": str(data.simulation_id) if data.simulation_id else None},

@@ -1,23 +1,17 @@
 """Simulate a rule or threshold change on stored comments before applying it, and re-route for real after.
 
-A simulation takes the items of a window (last N, or a time range; default the last 30 days) and reports where
-they are now and where re-routing them with the draft would put them: items re-routed and moved between owners,
-load per owner and team, SLA hours committed, held and no-reply items, a sample of moved comments with both
-reasons. Closed items and those a person has in hand stay where they are, as they would. It reads only: the
-result is stored in its own row.
-
-`replan` is the one function that turns the window into plans (service.placement: the same exclusions, the same
-rules for moving an item, round-robin positions and loads evolving as items are placed); `reroute` applies
-exactly those plans with the live rules, so once a simulated draft is live, reroute over the same window and
-live state does what the simulation showed, item for item (`rerouted`, `moved`, `kept` and each placement).
+A simulation replays the items of a window with the draft (`service.routing.replay`) and stores where they are
+now and where re-routing them would put them; closed items and those a person has in hand stay where they are,
+as they would. It reads only: the result is stored in its own row. `reroute` applies exactly the plans a
+simulation shows with the live rules, so once a simulated draft is live, reroute over the same window and live
+state does what the simulation showed, item for item (`rerouted`, `moved`, `kept` and each placement).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -26,51 +20,21 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from classifiers.pii import redact
 from service.database import SessionFactory, transaction
 from service.errors import InvalidPayload, NotFound, summarise
-from service.inputs import UtcDatetime
-from service.models import (
-    Comment,
-    CommentAnalysis,
-    QueueItem,
-    Simulation,
-    SimulationState,
-)
-from service.models.base import utcnow
-from service.routing import CompiledRuleset, RulesetIn, compile_ruleset, placement, rules
-from service.routing.placement import Context, Placer, Plan, load_directory
+from service.routing import RulesetIn, compile_ruleset, context, rules
+from service.routing.context import load_directory
+from service.routing.placement import Placer
+from service.routing.replay import Difference, Window, difference, replan, resolve_window, window_ids
+from service.routing.tables import Simulation, SimulationState
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLE_SIZE = 20
-DEFAULT_DAYS = 30
-MAX_DAYS = 366
-CHUNK = 2000
 REROUTE_ACTOR_PREFIX = "reroute"
 
 
 # --- schemas -----------------------------------------------------------------------------------------------
-
-
-class Window(BaseModel):
-    """Which stored comments to replay: the last N, or those received in a time range (default: 30 days)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    last: int | None = Field(None, ge=1, strict=True, description="The most recent N processed comments.")
-    since: UtcDatetime | None = Field(None, description="Comments received from this time (default: 30 days ago).")
-    until: UtcDatetime | None = Field(None, description="... up to this time (default: now).")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Window:
-        if self.last is not None and (self.since is not None or self.until is not None):
-            raise ValueError("give either `last` or a time range (`since` / `until`), not both")
-        for moment in (self.since, self.until):
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError("times need a time zone, e.g. 2026-11-01T00:00:00Z")
-        return self
 
 
 Thresholds = dict[Literal["offensive", "hate", "needs_answer"], StrictFloat]
@@ -139,171 +103,11 @@ class RerouteResult(BaseModel):
     )
 
 
-# --- replan -----------------------------------------------------------------------------------------------
-
-
-def replan(placer: Placer, entries: Sequence[tuple[Context, QueueItem | None]]) -> list[tuple[Context, Plan | None]]:
-    """Plan the window's items in order (None: a comment without an item); the placer's directory moves on."""
-    return [(ctx, None if item is None else placer.plan(item, ctx)) for ctx, item in entries]
-
-
-# --- the window --------------------------------------------------------------------------------------------
-
-
-def resolve_window(window: Window, *, now: datetime) -> dict[str, Any]:
-    """The window made explicit (stored with the simulation)."""
-    if window.last is not None:
-        return {"last": window.last}
-    until = window.until or now
-    since = window.since or until - timedelta(days=DEFAULT_DAYS)
-    if since >= until:
-        raise InvalidPayload("`since` must be before `until`.")
-    if until - since > timedelta(days=MAX_DAYS):
-        raise InvalidPayload(f"A window spans at most {MAX_DAYS} days.")
-    return {"since": since.isoformat(), "until": until.isoformat()}
-
-
-def _window_filter(window: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
-    conditions: list[sa.ColumnElement[bool]] = [col(Comment.deleted_at).is_(None)]
-    if "since" in window:
-        conditions += [
-            col(Comment.received_at) >= datetime.fromisoformat(window["since"]),
-            col(Comment.received_at) < datetime.fromisoformat(window["until"]),
-        ]
-    return conditions
-
-
-async def window_ids(session: AsyncSession, window: Mapping[str, Any], *, limit: int) -> list[uuid.UUID]:
-    """The processed comments of the window, oldest first (at most `limit`; the newest are kept)."""
-    cap = min(int(window.get("last", limit)), limit)
-    stmt = (
-        sa.select(col(Comment.id))
-        .join(CommentAnalysis, col(CommentAnalysis.comment_id) == col(Comment.id))
-        .where(*_window_filter(window))
-        .order_by(col(Comment.received_at).desc(), col(Comment.id).desc())
-        .limit(cap)
-    )
-    return list(reversed((await session.execute(stmt)).scalars().all()))
-
-
-# --- the comparison ----------------------------------------------------------------------------------------
-
-
-class Difference:
-    """Where the window's items are and where they would go, accumulated item by item."""
-
-    def __init__(self, *, keep_decisions: bool) -> None:
-        self.comments = 0
-        self.rerouted = 0
-        self.kept = 0
-        self.moves: Counter[tuple[str, str]] = Counter()
-        self.sample: list[dict[str, Any]] = []
-        self.owners: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
-        self.teams: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
-        self.rules: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
-        self.priority: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
-        self.sla_seconds = [0.0, 0.0]
-        self.held = [0, 0]
-        self.no_reply = [0, 0]
-        self.decisions: dict[str, dict[str, Any]] | None = {} if keep_decisions else None
-
-    def add(self, ctx: Context, plan: Plan | None) -> None:
-        """Count one comment."""
-        self.comments += 1
-        if plan is None:
-            return
-        self.rerouted += bool(plan.changes)
-        self.kept += plan.kept
-        for side, place in enumerate((plan.before, plan.after)):
-            self.owners[side][place.owner] += 1
-            if place.team:
-                self.teams[side][place.team] += 1
-            self.rules[side][place.rule_id] += 1
-            self.priority[side][place.priority] += 1
-            if place.sla_seconds is not None and not place.no_reply:
-                self.sla_seconds[side] += place.sla_seconds
-            self.held[side] += place.hold
-            self.no_reply[side] += place.no_reply
-        if plan.before.owner != plan.after.owner:
-            self.moves[(plan.before.owner, plan.after.owner)] += 1
-            if len(self.sample) < SAMPLE_SIZE:
-                self.sample.append({
-                    "comment_id": str(ctx.comment.id),
-                    "excerpt": redact(ctx.comment.body)[:200],
-                    "before": plan.before.public(),
-                    "after": plan.after.public(),
-                })  # fmt: skip
-        if self.decisions is not None:
-            self.decisions[str(ctx.comment.id)] = {**plan.after.public(), "rerouted": bool(plan.changes)}
-
-    @staticmethod
-    def _pairs(counts: tuple[Counter[str], Counter[str]], key: str) -> list[dict[str, Any]]:
-        before, after = counts
-        return [
-            {key: k, "before": before.get(k, 0), "after": after.get(k, 0)} for k in sorted(set(before) | set(after))
-        ]
-
-    def result(self) -> dict[str, Any]:
-        """The summary admins read (and, for small windows, every comment's placement after)."""
-        result: dict[str, Any] = {
-            "comments": self.comments,
-            "rerouted": self.rerouted,
-            "moved": sum(self.moves.values()),
-            "kept": self.kept,
-            "moves": [{"from": f, "to": t, "count": n} for (f, t), n in self.moves.most_common()],
-            "load": self._pairs(self.owners, "owner"),
-            "team_load": self._pairs(self.teams, "team"),
-            "sla_hours": {
-                "before": round(self.sla_seconds[0] / 3600, 2),
-                "after": round(self.sla_seconds[1] / 3600, 2),
-            },
-            "held": {"before": self.held[0], "after": self.held[1]},
-            "no_reply": {"before": self.no_reply[0], "after": self.no_reply[1]},
-            "priority": {"before": dict(self.priority[0]), "after": dict(self.priority[1])},
-            "rules": self._pairs(self.rules, "rule_id"),
-            "sample": self.sample,
-        }
-        if self.decisions is not None:
-            result["decisions"] = self.decisions
-        return result
-
-
-async def difference(
-    session: AsyncSession,
-    comment_ids: Sequence[uuid.UUID],
-    draft: CompiledRuleset,
-    *,
-    now: datetime,
-    thresholds: Mapping[str, float] | None = None,
-    keep_decisions: bool = False,
-) -> dict[str, Any]:
-    """Where the items are and where re-routing them with the draft would put them, a chunk at a time (bounded
-    memory). Writes nothing: the plans are reroute's, never applied."""
-    placer = Placer(await load_directory(session), draft, now=now, thresholds=thresholds)
-    diff = Difference(keep_decisions=keep_decisions)
-    for start in range(0, len(comment_ids), CHUNK):
-        for ctx, plan in replan(placer, await placement.load(session, comment_ids[start : start + CHUNK])):
-            diff.add(ctx, plan)
-        session.expunge_all()
-    return diff.result()
-
-
 # --- use cases ---------------------------------------------------------------------------------------------
 
 
 def _public(row: Simulation) -> SimulationPublic:
-    return SimulationPublic(
-        id=row.id,
-        state=SimulationState(row.state),
-        base_version=row.base_version,
-        window=row.window,
-        comments=row.comments,
-        result=row.result,
-        error=row.error,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-    )
+    return SimulationPublic.model_validate(row, from_attributes=True)
 
 
 async def create(
@@ -328,7 +132,8 @@ async def create(
     session.add(row)
     await session.flush()
     if len(ids) <= settings.simulation_sync_max_comments:
-        return _public(await _execute(session, row, settings=settings, now=now)), False
+        # Within the request: started and finished at the request's `now`.
+        return _public(await _execute(session, row, settings=settings, now=now, clock=lambda: now)), False
     return _public(row), True
 
 
@@ -347,8 +152,10 @@ def draft_of(row: Simulation) -> tuple[RulesetIn | None, dict[str, float] | None
     return draft, spec.get("thresholds")
 
 
-async def _execute(session: AsyncSession, row: Simulation, *, settings: Settings, now: datetime) -> Simulation:
-    row.started_at = row.started_at or utcnow()
+async def _execute(
+    session: AsyncSession, row: Simulation, *, settings: Settings, now: datetime, clock: Callable[[], datetime]
+) -> Simulation:
+    row.started_at = row.started_at or clock()
     live = await rules.current(session)
     live_compiled = compile_ruleset(RulesetIn(rules=live.rules), version=live.version)
     draft, thresholds = draft_of(row)
@@ -361,14 +168,19 @@ async def _execute(session: AsyncSession, row: Simulation, *, settings: Settings
     row = await session.merge(row)  # the chunked replan expunged it
     row.result = result
     row.comments, row.base_version = result["comments"], live.version
-    row.state, row.finished_at = SimulationState.done.value, utcnow()
+    row.state, row.finished_at = SimulationState.done.value, clock()
     await session.flush()
     return row
 
 
-async def run(factory: SessionFactory, simulation_id: uuid.UUID, *, settings: Settings) -> None:
-    """Run a stored simulation (a background job: idempotent; one runner at a time, by a conditional UPDATE)."""
-    now = utcnow()
+async def run(
+    factory: SessionFactory, simulation_id: uuid.UUID, *, settings: Settings, clock: Callable[[], datetime]
+) -> None:
+    """Run a stored simulation (a background job: idempotent; one runner at a time, by a conditional UPDATE).
+
+    `clock` is the caller's; a run can be long, so its start and end each read it.
+    """
+    now = clock()
     lease = timedelta(seconds=settings.simulation_lease_seconds)
     async with transaction(factory) as session:
         claimed = (
@@ -394,19 +206,18 @@ async def run(factory: SessionFactory, simulation_id: uuid.UUID, *, settings: Se
         async with transaction(factory) as session:
             row = await session.get(Simulation, simulation_id)
             assert row is not None
-            await _execute(session, row, settings=settings, now=claimed[0])
+            await _execute(session, row, settings=settings, now=claimed[0], clock=clock)
     except Exception as exc:
         log.exception("simulation %s failed", simulation_id)
         async with transaction(factory) as session:
             failed = await session.get(Simulation, simulation_id)
             if failed is not None:
-                failed.state, failed.finished_at = SimulationState.failed.value, utcnow()
+                failed.state, failed.finished_at = SimulationState.failed.value, clock()
                 failed.error = summarise(exc)  # the traceback is in the log
 
 
-async def pending(factory: SessionFactory, *, settings: Settings) -> list[uuid.UUID]:
+async def pending(factory: SessionFactory, *, settings: Settings, now: datetime) -> list[uuid.UUID]:
     """Simulations that should be running but are not (the reconciler hands them out again)."""
-    now = utcnow()
     async with factory() as session:
         stmt = sa.select(col(Simulation.id)).where(
             sa.or_(
@@ -435,7 +246,7 @@ async def reroute(
     ruleset = await rules.compiled(session)
     placer = Placer(await load_directory(session), ruleset, now=now)
     result = Difference(keep_decisions=False)
-    for ctx, plan in replan(placer, await placement.load(session, ids, lock=True)):
+    for ctx, plan in replan(placer, await context.load(session, ids, lock=True)):
         result.add(ctx, plan)
         if plan is not None:
             await placer.apply(session, plan, actor=f"{REROUTE_ACTOR_PREFIX}:{actor}")

@@ -124,7 +124,7 @@ def test_every_write_body_schema_forbids_unknown_fields(client: httpx.AsyncClien
 
 
 async def _row_counts(client: httpx.AsyncClient) -> dict[str, int]:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         return {
             name: (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -15,10 +14,12 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
+from service.audit.tables import AuditEvent
 from service.auth import keys
 from service.database import transaction
-from service.models import AuditEvent, Role
+from service.models import Role
 from service.models.base import utcnow
+from tests.clock import FakeClock
 from tests.conftest import make_settings, running_app
 from tests.factories import ADMIN, ADMIN_KEY, create_member, responder_headers
 
@@ -42,7 +43,7 @@ async def works(client: httpx.AsyncClient, raw: str) -> int:
 
 
 async def audit_records(client: httpx.AsyncClient) -> list[AuditEvent]:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         return list((await session.execute(sa.select(AuditEvent).order_by(col(AuditEvent.id)))).scalars())
 
@@ -161,7 +162,7 @@ async def test_a_restart_does_not_bring_back_a_revoked_or_rotated_bootstrap_key(
 
 
 async def test_rotation_keeps_the_old_key_working_during_the_grace_period_then_refuses_it(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     await create_member(client, "ana")
     expires = (utcnow() + timedelta(days=30)).isoformat()
@@ -178,13 +179,14 @@ async def test_rotation_keeps_the_old_key_working_during_the_grace_period_then_r
     assert await works(client, old["key"]) == 200  # within the grace period
     listed = {k["id"]: k for k in (await client.get(KEYS, headers=ADMIN)).json()}
     grace_end = datetime.fromisoformat(listed[old["id"]]["expires_at"])
-    assert grace_end <= utcnow() + timedelta(seconds=3)
+    assert grace_end <= clock() + timedelta(seconds=3)
     assert listed[old["id"]]["revoked_at"] is None
 
     again = await client.post(f"{KEYS}/{old['id']}/rotate", json={}, headers=ADMIN)
     assert (again.status_code, again.json()["code"]) == (409, "invalid_state")  # rotate the successor instead
 
-    await asyncio.sleep(max(0.0, (grace_end - utcnow()).total_seconds()) + 0.05)
+    clock.advance(3)  # the grace period ends
+    assert clock() >= grace_end
     assert await works(client, old["key"]) == 401
     assert await works(client, new["key"]) == 200
     listed = {k["id"]: k for k in (await client.get(KEYS, headers=ADMIN)).json()}
@@ -209,12 +211,14 @@ async def test_rotation_without_grace_revokes_the_old_key_at_once(client: httpx.
 
 
 async def test_an_expired_key_is_refused(client: httpx.AsyncClient) -> None:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         _, expired = await keys.create_key(
-            session, role=Role.admin, name="old", expires_at=utcnow() - timedelta(seconds=1)
+            session, role=Role.admin, name="old", expires_at=utcnow() - timedelta(seconds=1), now=utcnow()
         )
-        _, live = await keys.create_key(session, role=Role.admin, name="new", expires_at=utcnow() + timedelta(hours=1))
+        _, live = await keys.create_key(
+            session, role=Role.admin, name="new", expires_at=utcnow() + timedelta(hours=1), now=utcnow()
+        )
     response = await client.get(KEYS, headers=bearer(expired))
     assert (response.status_code, response.json()["code"]) == (401, "unauthenticated")
     assert (await client.get(KEYS, headers=bearer(live))).status_code == 200

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
+from service.audit.tables import AuditEvent
 from service.auth import keys
 from service.database import transaction
-from service.models import AuditEvent
 from service.models.base import utcnow
 from tests.conftest import drain, make_settings, running_app, truncate_all
 from tests.factories import (
@@ -43,21 +43,21 @@ AUDIT = "/v1/admin/audit"
 
 
 async def audit_count(client: httpx.AsyncClient) -> int:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         count: int = (await session.execute(sa.select(sa.func.count()).select_from(AuditEvent))).scalar_one()
     return count
 
 
 async def all_records(client: httpx.AsyncClient) -> list[AuditEvent]:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         return list((await session.execute(sa.select(AuditEvent).order_by(col(AuditEvent.id)))).scalars())
 
 
 async def execute(client: httpx.AsyncClient, statement: sa.Executable) -> None:
     """Change the database behind the app's back, as someone with database access could."""
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         await session.execute(statement)
 
@@ -159,7 +159,7 @@ async def test_200_random_admin_and_queue_actions_make_200_chained_records_and_t
         await create_member(client, name)
     await create_team(client, "desk", names)
     responders = {name: await responder_headers(client, name) for name in names}
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         # Older than the re-classification window and without an SLA: nothing but our actions touches them.
         items = await seed_items(
@@ -270,7 +270,7 @@ async def test_search_filters_by_actor_action_prefix_target_and_time_newest_firs
         assert (await client.post("/v1/admin/topics", json={"name": f"t{i}"}, headers=ADMIN)).status_code == 201
     await create_member(client, "r1")
     responder = await responder_headers(client, "r1")
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         items = [str(i) for i in await seed_items(session, source="intranet", count=2, member="r1", sla=None)]
     for item in items:
@@ -372,7 +372,7 @@ async def test_requests_and_jobs_acting_on_the_same_items_at_once_never_deadlock
     rounds, per_round = 2, 6  # before the fix, every round of 6 had deadlocks
     caplog.set_level(logging.WARNING)
     for round_ in range(rounds):
-        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
         async with transaction(factory) as session:
             ids = [str(i) for i in await seed_items(session, source="intranet", count=per_round, team="it")]
         details = [(await client.get(f"/v1/queue/{i}", headers=ADMIN)).json() for i in ids]

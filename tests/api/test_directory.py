@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
-from service.models import AuditEvent
+from service.audit.tables import AuditEvent
 from tests.factories import ADMIN, create_member, create_source, create_team, responder_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ BODIES = {"POST": {"id": "zed", "name": "Zed"}, "PATCH": {"name": "Renamed"}}
 
 async def audit_trail(client: httpx.AsyncClient, target_type: str, target_id: str) -> list[dict[str, Any]]:
     """The audit events about one target, oldest first."""
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         rows = await session.execute(
             sa.select(AuditEvent)
@@ -49,7 +49,7 @@ async def audit_trail(client: httpx.AsyncClient, target_type: str, target_id: st
 
 
 async def audit_count(client: httpx.AsyncClient) -> int:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         count: int = (await session.execute(sa.text("SELECT count(*) FROM audit_event"))).scalar_one()
         return count
@@ -275,7 +275,7 @@ async def test_deleting_a_member_removes_them_everywhere_and_revokes_their_keys(
     assert (hr_trail[-1]["before"]["members"], hr_trail[-1]["after"]["members"]) == (["bob", "ann"], ["bob"])
     bob_trail = await audit_trail(client, "member", "bob")
     assert (bob_trail[-1]["before"], bob_trail[-1]["after"]) == ({"delegate": "ann"}, {"delegate": None})
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         revoked = (
             await session.execute(sa.text("SELECT count(*) FROM audit_event WHERE action = 'api_key.revoked'"))

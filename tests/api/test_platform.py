@@ -15,14 +15,14 @@ OPENAPI_FILE = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
-    await client.app.state.classifiers.warmed_up()  # type: ignore[attr-defined]
+    await client.app.state.services.classifiers.warmed_up()  # type: ignore[attr-defined]
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"classifier": "ok", "database": "ok", "queue": "ok"}
 
 
 async def test_readiness_fails_when_the_job_consumer_is_down(client: httpx.AsyncClient) -> None:
-    await client.app.state.backend.close()  # type: ignore[attr-defined]
+    await client.app.state.services.backend.close()  # type: ignore[attr-defined]
     ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["code"] == "not_ready"

@@ -14,6 +14,7 @@ from service.database import transaction
 from service.models import ItemState
 from service.models.base import utcnow
 from service.queue import sla
+from tests.clock import FakeClock
 from tests.conftest import drain
 from tests.factories import (
     ADMIN,
@@ -153,7 +154,7 @@ async def test_sla_passing_escalates_the_item_to_the_team_lead(client: httpx.Asy
         "assign": {"to": "team", "team": "hr"}, "priority": "urgent", "sla": "PT1H"}}])  # fmt: skip
     await post_event(client, secret, comment_payload("c-1"))
     await drain(client)
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     settings = client.app.state.settings  # type: ignore[attr-defined]
 
     early = await sla.sweep(factory, settings=settings, now=utcnow() + timedelta(minutes=45))
@@ -174,7 +175,7 @@ async def test_sla_passing_escalates_the_item_to_the_team_lead(client: httpx.Asy
 
 
 async def _seed(client: httpx.AsyncClient, count: int, **kwargs: Any) -> list[str]:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         ids = await seed_items(session, source="intranet", count=count, **kwargs)
     return [str(i) for i in ids]
@@ -550,14 +551,14 @@ async def test_excerpts_never_show_part_of_personal_data(client: httpx.AsyncClie
     assert "7946" not in excerpt
 
 
-async def test_a_reopened_item_gets_a_fresh_deadline(client: httpx.AsyncClient) -> None:
+async def test_a_reopened_item_gets_a_fresh_deadline(client: httpx.AsyncClient, clock: FakeClock) -> None:
     secret = await newsroom(client)
     await post_event(client, secret, comment_payload("c-1"))
     await drain(client)
     first_due = (await item_of(client, "c-1"))["due_at"]
     await post_event(client, secret, by(comment_payload("c-2", body="From 5am.", parent_id="c-1"), "u-7"))
     await drain(client)
-    await asyncio.sleep(0.01)
+    clock.advance(60)  # the follow-up comes a minute later
     follow_up = comment_payload("c-3", body="But what about Saturdays, will it open early then?", parent_id="c-2")
     await post_event(client, secret, follow_up)
     await drain(client)

@@ -7,9 +7,10 @@ import pytest
 
 from classifiers.pipeline import BatchingAnalyser
 from service.auth import keys
-from service.auth.ratelimit import MemoryLimiter, RedisLimiter, sliding_window_wait
+from service.auth.ratelimit import MemoryLimiter, RedisLimiter, take_token
 from service.database import transaction
 from service.models import Role
+from service.models.base import utcnow
 from tests.conftest import make_settings, running_app
 from tests.factories import ADMIN, comment_payload, create_source, encode, post_event
 
@@ -18,9 +19,9 @@ LIMIT = 5
 
 async def admin_key(client: httpx.AsyncClient, name: str) -> dict[str, str]:
     """An extra admin key, written straight to the database (no API request counted against anyone)."""
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
-        _, raw = await keys.create_key(session, role=Role.admin, name=name)
+        _, raw = await keys.create_key(session, role=Role.admin, name=name, now=utcnow())
     return {"Authorization": f"Bearer {raw}"}
 
 
@@ -31,7 +32,7 @@ def assert_rate_limited(response: httpx.Response) -> int:
     problem = response.json()
     assert (problem["status"], problem["code"]) == (429, "rate_limited")
     retry_after = int(response.headers["Retry-After"])
-    assert 1 <= retry_after <= 120  # a sliding window (Redis) may ask for up to two minutes
+    assert 1 <= retry_after <= 60  # one token of a per-minute allowance comes back within a minute
     assert problem["retry_after"] == retry_after
     return retry_after
 
@@ -104,12 +105,12 @@ async def test_api_replicas_sharing_redis_share_the_limits(
         database_url, redis_url=redis_url, rate_limit_per_key_per_minute=LIMIT, rate_limit_per_source_per_minute=LIMIT
     )
     async with running_app(settings, analyser) as one, running_app(settings, analyser) as two:
-        assert isinstance(one.app.state.rate_limiter, RedisLimiter)  # type: ignore[attr-defined]
+        assert isinstance(one.app.state.services.rate_limiter, RedisLimiter)  # type: ignore[attr-defined]
         key = await admin_key(one, "shared")
         for i in range(LIMIT):
             replica = (one, two)[i % 2]
             assert (await replica.get("/v1/admin/topics", headers=key)).status_code == 200
-        assert_rate_limited(await one.get("/v1/admin/topics", headers=key))
+        assert assert_rate_limited(await one.get("/v1/admin/topics", headers=key)) <= 12  # the same bucket as in memory
         assert_rate_limited(await two.get("/v1/admin/topics", headers=key))
         assert (await two.get("/v1/admin/topics", headers=await admin_key(two, "other"))).status_code == 200
 
@@ -155,30 +156,42 @@ async def test_token_bucket_memory_is_bounded() -> None:
     assert not (await limiter.hit("source:busy", 10)).allowed  # a recently used scope is kept
 
 
-def fits(*, limit: int, previous: int, current: int, at: float, window: float = 60_000) -> bool:
-    """Whether the sliding-window estimate admits one more request `at` ms after this window began."""
-    if at < window:
-        return previous * (window - at) / window + current + 1 <= limit + 1e-9
-    return current * (window - (at - window)) / window + 1 <= limit + 1e-9
-
-
 @pytest.mark.parametrize(
-    ("previous", "current", "elapsed", "expected"),
+    ("full_at", "expected"),
     [
-        (0, 5, 10_000, 62_000),  # this minute is full; in the next its 5 must decay to 4: 12 s into it
-        (10, 0, 0, 36_000),  # the last minute's 10 must decay to 4
-        (10, 4, 30_000, 30_000),  # only once this minute is over
-        (2, 1, 0, 0.0),  # room now (a refused request never gets this far, but the answer is still right)
+        (60.0, 12.0),  # all 5 tokens taken at 0: the next one is back after 60/5 s
+        (50.0, 2.0),  # a token is back once the bucket is within 60 - 12 s of full
+        (48.0, 0.0),  # exactly one token left: it fits now
+        (None, 0.0),  # a scope never seen starts full
+        (-100.0, 0.0),  # a bucket that filled up long ago is full, not fuller
     ],
 )
-def test_sliding_window_wait_is_the_earliest_moment_a_request_fits(
-    previous: int, current: int, elapsed: int, expected: float
-) -> None:
-    wait = sliding_window_wait(limit=LIMIT, previous=previous, current=current, elapsed=elapsed, window=60_000)
+def test_the_wait_is_the_earliest_moment_a_request_fits(full_at: float | None, expected: float) -> None:
+    after, wait = take_token(full_at, now=0.0, limit=LIMIT)
     assert wait == pytest.approx(expected)
-    assert fits(limit=LIMIT, previous=previous, current=current, at=elapsed + wait)
-    if wait >= 1:
-        assert not fits(limit=LIMIT, previous=previous, current=current, at=elapsed + wait - 1)
+    if wait:
+        assert after == full_at  # a refused request takes nothing
+        assert take_token(full_at, now=wait, limit=LIMIT)[1] == 0.0
+        assert take_token(full_at, now=wait - 0.01, limit=LIMIT)[1] > 0
+    else:
+        assert after == pytest.approx(max(full_at or 0.0, 0.0) + 60 / LIMIT)
+
+
+async def test_redis_holds_the_same_token_bucket(redis_url: str) -> None:
+    limiter = RedisLimiter(redis_url)
+    try:
+        assert all([(await limiter.hit("k", LIMIT)).allowed for _ in range(LIMIT)])
+        refused = await limiter.hit("k", LIMIT)
+        assert not refused.allowed
+        assert 11 < refused.retry_after <= 12  # one token back after 60/5 s, counted on Redis's clock
+        assert refused.retry_after_header == 12
+        assert (await limiter.hit("other", LIMIT)).allowed
+        for limit in (7, 11, 13):  # a token's interval that is not a whole number of ms still allows the full burst
+            assert sum([(await limiter.hit(f"burst-{limit}", limit)).allowed for _ in range(limit + 1)]) == limit
+            memory = MemoryLimiter(clock=Clock())
+            assert sum([(await memory.hit("burst", limit)).allowed for _ in range(limit + 1)]) == limit
+    finally:
+        await limiter.aclose()
 
 
 async def test_redis_unreachable_falls_back_to_limiting_per_process() -> None:

@@ -110,7 +110,7 @@ async def test_readyz_waits_for_the_warm_up_while_the_service_answers_and_accept
         health = await api.get("/healthz")
         warming = await api.get("/readyz")
         accepted = await post_event(api, secret, comment_payload("c-1", body=TAXONOMY[2]["examples"][1]))
-        await api.app.state.classifiers.warmed_up()  # type: ignore[attr-defined]
+        await api.app.state.services.classifiers.warmed_up()  # type: ignore[attr-defined]
         ready = await api.get("/readyz")
         await drain(api)
         stored = (await api.get(f"/v1/comments/{accepted.json()['id']}", headers=ADMIN)).json()

@@ -46,7 +46,7 @@ def placement(item: dict[str, Any]) -> tuple[Any, ...]:
     return item["state"], item["member"], item["team"], item["priority"], item["rule_id"], item["due_at"]
 
 
-# --- item 12: corrections and refits move only what they change ----------------------------------------------
+# --- corrections and refits move only what they change ----------------------------------------------
 
 FACILITIES = [
     "The canteen ran out of vegetarian meals again today.",
@@ -142,7 +142,7 @@ async def test_correcting_a_topic_does_not_reshuffle_unrelated_items(client: htt
     assert actions.count("queue_item.rerouted") == 1  # re-classifying it afterwards changed nothing more
 
 
-# --- item 15: approving a false positive; correcting a flag ------------------------------------------------
+# --- approving a false positive; correcting a flag ------------------------------------------------
 
 MODERATED: list[dict[str, Any]] = [
     {"id": "offensive", "name": "Offensive comments wait for moderation", "when": {"field": "flag", "op": "has",
@@ -223,7 +223,7 @@ async def test_correcting_a_flag_changes_the_label_shown_and_the_route(client: h
     assert len(item["history"]) == trail
 
 
-# --- item 13: reroute does what the simulation showed ------------------------------------------------------
+# --- reroute does what the simulation showed ------------------------------------------------------
 
 
 async def reroute_events(client: httpx.AsyncClient) -> list[dict[str, Any]]:

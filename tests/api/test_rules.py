@@ -6,8 +6,8 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import col
 
+from service.audit.tables import AuditEvent
 from service.database import transaction
-from service.models import AuditEvent
 from tests.factories import ADMIN, create_member, create_source, put_rules, responder_headers
 
 DEFAULT = {"id": "default", "name": "Default", "then": {"priority": "low"}}
@@ -41,7 +41,7 @@ async def test_each_save_is_a_new_version_and_old_versions_stay_readable(client:
     missing = await client.get("/v1/admin/rules/versions/9", headers=ADMIN)
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
 
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         events = (
             (await session.execute(sa.select(AuditEvent).where(col(AuditEvent.action) == "rules.replaced")))

@@ -149,8 +149,8 @@ async def test_responder_key_is_forbidden_on_admin_routes(client: httpx.AsyncCli
     from service.database import transaction
     from service.models import Role
 
-    async with transaction(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
-        _, raw = await keys.create_key(session, role=Role.responder, name="hr", member_id="m-1")
+    async with transaction(client.app.state.services.session_factory) as session:  # type: ignore[attr-defined]
+        _, raw = await keys.create_key(session, role=Role.responder, name="hr", member_id="m-1", now=utcnow())
     response = await client.get("/v1/admin/sources", headers={"Authorization": f"Bearer {raw}"})
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
@@ -161,11 +161,11 @@ async def test_revoked_and_expired_keys_are_refused(client: httpx.AsyncClient) -
     from service.database import transaction
     from service.models import Role
 
-    async with transaction(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
-        revoked, revoked_raw = await keys.create_key(session, role=Role.admin, name="old")
+    async with transaction(client.app.state.services.session_factory) as session:  # type: ignore[attr-defined]
+        revoked, revoked_raw = await keys.create_key(session, role=Role.admin, name="old", now=utcnow())
         revoked.revoked_at = utcnow()
         _, expired_raw = await keys.create_key(
-            session, role=Role.admin, name="temp", expires_at=utcnow() - timedelta(seconds=1)
+            session, role=Role.admin, name="temp", expires_at=utcnow() - timedelta(seconds=1), now=utcnow()
         )
     for raw in (revoked_raw, expired_raw):
         response = await client.get("/v1/admin/sources", headers={"Authorization": f"Bearer {raw}"})
@@ -186,7 +186,7 @@ async def test_bootstrap_key_is_created_once_when_processes_start_together(datab
 
     async def start_one() -> None:
         async with transaction(factory) as session:
-            await keys.ensure_key(session, raw="sbk_bootstrap-value", role=Role.admin, name="bootstrap")
+            await keys.ensure_key(session, raw="sbk_bootstrap-value", role=Role.admin, name="bootstrap", now=utcnow())
 
     await asyncio.gather(*[start_one() for _ in range(4)])
     async with factory() as session:

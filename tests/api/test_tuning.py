@@ -11,8 +11,10 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import col
 
+from service.audit.tables import AuditEvent
 from service.database import transaction
-from service.models import AuditEvent, Comment, Label, QueueItem, RulesetVersion
+from service.models import Comment, Label, QueueItem
+from service.routing.tables import RulesetVersion
 from tests.conftest import make_settings, running_app
 from tests.factories import ADMIN, create_member, create_source, create_team, put_rules, responder_headers
 from tests.queue_seed import classification, seed_processed
@@ -51,7 +53,7 @@ def mixed_docs(n: int, seed: int = 7) -> list[dict[str, object]]:
 
 
 async def seed(client: httpx.AsyncClient, docs: list[dict[str, object]], **kwargs: Any) -> list[str]:
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         ids = await seed_processed(session, source="intranet", docs=docs, **kwargs)
     return [str(i) for i in ids]
@@ -59,7 +61,7 @@ async def seed(client: httpx.AsyncClient, docs: list[dict[str, object]], **kwarg
 
 async def live_state(client: httpx.AsyncClient) -> dict[str, Any]:
     """Row counts of the live tables and every item's placement."""
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         counts = {
             model.__name__: (await session.execute(sa.select(sa.func.count()).select_from(model))).scalar_one()
@@ -97,7 +99,7 @@ async def test_simulation_equals_reality_and_writes_nothing_live(client: httpx.A
     assert rerouted.status_code == 200, rerouted.text
     assert (rerouted.json()["rerouted"], rerouted.json()["moved"]) == (result["rerouted"], result["moved"])
 
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with factory() as session:
         items = {str(i.comment_id): i for i in (await session.execute(sa.select(QueueItem))).scalars()}
     mismatches = [
@@ -215,7 +217,7 @@ async def test_feedback_counts_agreement_corrections_and_overrides_per_flag_and_
     for comment_id, body in zip(comment_ids, corrections, strict=False):
         if "topic" in body:
             # A topic correction (written directly: through the API it would refit the topic model).
-            async with transaction(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+            async with transaction(client.app.state.services.session_factory) as session:  # type: ignore[attr-defined]
                 session.add(Label(comment_id=uuid.UUID(comment_id), topic="other", actor="test"))
             continue
         assert (await client.post(f"/v1/comments/{comment_id}/labels", json=body, headers=ADMIN)).status_code == 201

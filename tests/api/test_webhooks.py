@@ -153,7 +153,7 @@ async def test_delete_before_create_leaves_a_tombstone(client: httpx.AsyncClient
 
 async def test_deleting_cancels_pending_work(client: httpx.AsyncClient) -> None:
     secret = await create_source(client)
-    queue = client.app.state.backend  # type: ignore[attr-defined]
+    queue = client.app.state.services.backend  # type: ignore[attr-defined]
     await queue.close()  # nothing runs: the job stays pending
     created = await post_event(client, secret, comment_payload("c-12"))
     await post_event(client, secret, comment_payload("c-12", event="comment.deleted"))
@@ -338,7 +338,7 @@ async def test_acknowledged_comment_survives_a_restart_before_processing(
 
     settings = make_settings(database_url, job_requeue_seconds=3600)
     async with running_app(settings, analyser) as first:
-        await first.app.state.backend.close()  # type: ignore[attr-defined]  # the process dies before processing
+        await first.app.state.services.backend.close()  # type: ignore[attr-defined]  # the process dies before processing
         secret = await create_source(first)
         accepted = await post_event(first, secret, comment_payload())
         assert accepted.status_code == 202

@@ -1,4 +1,4 @@
-"""The API documentation renders in a real browser from this server alone (issue 10, item 17).
+"""The API documentation renders in a real browser from this server alone.
 
 Debian's Chromium loads /docs from a real uvicorn server on loopback and runs Swagger UI; the test reads the DOM
 the page built. The machine has no route to a CDN, so the operations only appear if every script and style came

@@ -48,7 +48,7 @@ async def seed(client: httpx.AsyncClient) -> World:
     posted = await post_event(client, hooks_secret, comment_payload("c-fuzz-1"), slug=HOOKS)
     assert posted.status_code == 202, posted.text
     await drain(client)
-    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    factory = client.app.state.services.session_factory  # type: ignore[attr-defined]
     async with transaction(factory) as session:
         items = await seed_items(session, source=HOOKS, count=3, team=TEAM)
     simulation = await client.post("/v1/admin/rules/simulate", json={"thresholds": {"offensive": 0.5}}, headers=ADMIN)

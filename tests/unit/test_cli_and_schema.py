@@ -54,11 +54,12 @@ def test_create_key_prints_a_working_key_once(tmp_path: Path) -> None:
 
     from service.auth import keys
     from service.database import create_session_factory
+    from service.models.base import utcnow
 
     async def check() -> None:
         engine = create_engine(Settings(database_url=env["SWITCHBOARD_DATABASE_URL"]).database_url)
         async with create_session_factory(engine)() as session:
-            principal = await keys.authenticate(session, f"Bearer {raw}")
+            principal = await keys.authenticate(session, f"Bearer {raw}", now=utcnow())
             stored = (await session.execute(sa.text("SELECT key_hash FROM api_key"))).scalar_one()
         await engine.dispose()
         assert principal.role == "admin"

@@ -87,8 +87,8 @@ async def test_running_a_job_twice_has_one_effect(
 ) -> None:
     job_id = await add_comment(factory, "c1", "hello there")
     settings = settings_for(database_url)
-    first = await processing.process_jobs(factory, analyser, [job_id], settings=settings)
-    again = await processing.process_jobs(factory, analyser, [job_id], settings=settings)
+    first = await processing.process_jobs(factory, analyser, [job_id], settings=settings, clock=utcnow)
+    again = await processing.process_jobs(factory, analyser, [job_id], settings=settings, clock=utcnow)
     assert (first.done, again.done, again.skipped) == (1, 0, 1)
     async with factory() as session:
         assert (await session.execute(sa.select(sa.func.count()).select_from(CommentAnalysis))).scalar_one() == 1
@@ -102,7 +102,7 @@ async def test_concurrent_runners_of_one_job_claim_it_once(
     job_id = await add_comment(factory, "c1", "hello there")
     settings = settings_for(database_url)
     reports = await asyncio.gather(
-        *[processing.process_jobs(factory, analyser, [job_id], settings=settings) for _ in range(8)]
+        *[processing.process_jobs(factory, analyser, [job_id], settings=settings, clock=utcnow) for _ in range(8)]
     )
     assert sum(r.claimed for r in reports) == 1
     assert sum(r.done for r in reports) == 1
@@ -115,10 +115,10 @@ async def test_poison_comment_goes_dead_after_max_attempts_without_blocking_othe
     good = [await add_comment(factory, f"ok{i}", f"a normal comment {i}") for i in range(4)]
     flaky = PoisonAware(analyser)
     settings = settings_for(database_url)
-    first = await processing.process_jobs(factory, flaky, [poison, *good], settings=settings)
+    first = await processing.process_jobs(factory, flaky, [poison, *good], settings=settings, clock=utcnow)
     assert (first.done, first.failed) == (4, 1)  # the batch failed, was split, and only the poison failed
     for _ in range(5):
-        await processing.process_jobs(factory, flaky, [poison], settings=settings)
+        await processing.process_jobs(factory, flaky, [poison], settings=settings, clock=utcnow)
     assert await job_states(factory) == {JobState.done: 4, JobState.dead: 1}
     async with factory() as session:
         dead = await session.get_one(Job, poison)
@@ -131,12 +131,12 @@ async def test_failed_job_waits_for_its_backoff(
 ) -> None:
     poison = await add_comment(factory, "bad", "POISON")
     settings = make_settings(database_url, job_backoff_seconds=60)
-    await processing.process_jobs(factory, PoisonAware(analyser), [poison], settings=settings)
+    await processing.process_jobs(factory, PoisonAware(analyser), [poison], settings=settings, clock=utcnow)
     async with factory() as session:
         job = await session.get_one(Job, poison)
     assert job.state == JobState.pending
     assert job.available_at > utcnow() + timedelta(seconds=55)
-    retry_now = await processing.process_jobs(factory, analyser, [poison], settings=settings)
+    retry_now = await processing.process_jobs(factory, analyser, [poison], settings=settings, clock=utcnow)
     assert retry_now.claimed == 0  # not due yet
 
 
@@ -149,12 +149,12 @@ async def test_result_of_a_runner_that_lost_its_lease_is_discarded(
         stale = await processing.claim(session, [job_id], now=utcnow() - timedelta(seconds=10), lease=lease)
     # Another runner takes the job over after the lease expired, and finishes it.
     report = await processing.process_jobs(
-        factory, analyser, [job_id], settings=settings_for(database_url, job_lease_seconds=1)
+        factory, analyser, [job_id], settings=settings_for(database_url, job_lease_seconds=1), clock=utcnow
     )
     assert report.done == 1
     # The first runner wakes up: its result is fenced off by the attempt number.
     late = processing.BatchReport()
-    await processing._run(factory, analyser, stale, late, settings_for(database_url))
+    await processing._run(factory, analyser, stale, late, settings_for(database_url), utcnow)
     assert late.done == 0
 
 
@@ -166,15 +166,15 @@ async def test_reconciler_hands_out_never_enqueued_and_abandoned_jobs(
     settings = settings_for(database_url, job_requeue_seconds=0.01, job_lease_seconds=0.01)
     async with transaction(factory) as session:
         await processing.claim(session, [abandoned], now=utcnow() - timedelta(seconds=5), lease=timedelta(seconds=1))
-    await asyncio.sleep(0.05)
+    later = utcnow() + timedelta(seconds=1)  # past the requeue time and the lease, without waiting for them
     handed: list[uuid.UUID] = []
 
     async def collect(ids: Sequence[uuid.UUID]) -> None:
         handed.extend(ids)
 
-    assert await reconcile(factory, settings, collect) == 2
+    assert await reconcile(factory, settings, collect, now=later) == 2
     assert set(handed) == {fresh, abandoned}
-    assert await reconcile(factory, settings_for(database_url), collect) == 0  # just enqueued: left alone
+    assert await reconcile(factory, settings_for(database_url), collect, now=later) == 0  # just enqueued: left alone
 
 
 async def test_old_webhook_ids_are_forgotten_after_retention(factory: SessionFactory, database_url: str) -> None:
@@ -193,7 +193,7 @@ async def test_old_webhook_ids_are_forgotten_after_retention(factory: SessionFac
             )
         )
         session.add(Delivery(source_id=source_id, webhook_id="new", event_type="comment.created", outcome="created"))
-    assert await processing.prune_deliveries(factory, settings=settings_for(database_url)) == 1
+    assert await processing.prune_deliveries(factory, settings=settings_for(database_url), now=utcnow()) == 1
 
 
 async def test_admin_sees_dead_jobs_and_can_retry_them(database_url: str, analyser: BatchingAnalyser) -> None:

@@ -1,4 +1,4 @@
-"""Property (issue 10, item 13): for random rulesets and histories, reroute does exactly what the simulation showed.
+"""Property: for random rulesets and histories, reroute does exactly what the simulation showed.
 
 Each example builds a directory (round-robin and least-loaded teams, capacities, an away member), a live ruleset and
 a history under it (items placed by the real dispatcher; some claimed, snoozed, reassigned, approved or resolved by
@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import col
 
+from service.audit.tables import AuditEvent
 from service.database import create_engine, create_session_factory, transaction
-from service.models import AuditEvent, ItemState, Member, QueueItem, Source, Team, TeamMember
+from service.models import ItemState, Member, QueueItem, Source, Team, TeamMember
 from service.models.base import utcnow
-from service.routing import RulesetIn, compile_ruleset, dispatch, rules, simulation
+from service.routing import RulesetIn, compile_ruleset, dispatch, replay, rules, simulation
 from service.routing.rules import RulesetPut
 from service.settings import Settings
 from tests.queue_seed import classification, seed_processed
@@ -145,7 +146,7 @@ async def build(factory: Any, world: dict[str, Any]) -> None:
         for t, members in TEAMS.items():
             for position, m in enumerate(members):
                 session.add(TeamMember(team_id=t, member_id=m, position=position))
-        await rules.replace(session, data=RulesetPut.model_validate({"rules": world["live"]}), actor="test")
+        await rules.replace(session, data=RulesetPut.model_validate({"rules": world["live"]}), actor="test", now=now)
     async with transaction(factory) as session:
         comment_ids = await seed_processed(session, source="s", docs=world["docs"], now=now)
     async with transaction(factory) as session:
@@ -177,13 +178,15 @@ async def scenario(url: str, world: dict[str, Any]) -> None:
         async with factory() as session:  # the simulation: reads only
             live = await rules.current(session)
             draft = compile_ruleset(RulesetIn.model_validate({"rules": world["draft"]}), version=live.version + 1)
-            ids = await simulation.window_ids(session, {"last": WINDOW}, limit=WINDOW)
-            shown = await simulation.difference(session, ids, draft, now=now, keep_decisions=True)
+            ids = await replay.window_ids(session, {"last": WINDOW}, limit=WINDOW)
+            shown = await replay.difference(session, ids, draft, now=now, keep_decisions=True)
         before = await snapshot(factory)
         async with transaction(factory) as session:  # apply the draft, then reroute the same window
-            await rules.replace(session, data=RulesetPut.model_validate({"rules": world["draft"]}), actor="test")
+            await rules.replace(
+                session, data=RulesetPut.model_validate({"rules": world["draft"]}), actor="test", now=now
+            )
             done = await simulation.reroute(
-                session, data=simulation.RerouteIn(window=simulation.Window(last=WINDOW)), actor="admin",
+                session, data=simulation.RerouteIn(window=replay.Window(last=WINDOW)), actor="admin",
                 settings=Settings(simulation_sync_max_comments=WINDOW), now=now,
             )  # fmt: skip
         after = await snapshot(factory)
@@ -201,7 +204,7 @@ async def scenario(url: str, world: dict[str, Any]) -> None:
 
         async with transaction(factory) as session:  # and once more: nothing left to do
             again = await simulation.reroute(
-                session, data=simulation.RerouteIn(window=simulation.Window(last=WINDOW)), actor="admin",
+                session, data=simulation.RerouteIn(window=replay.Window(last=WINDOW)), actor="admin",
                 settings=Settings(simulation_sync_max_comments=WINDOW), now=now,
             )  # fmt: skip
         assert (again.rerouted, again.moved) == (0, 0)

@@ -1,0 +1,10 @@
+"""Every table. Importing this module registers them all on SQLModel.metadata, for Alembic and the schema check.
+
+Tables shared by several features live in `service.models`; a table one feature owns lives in its package
+(`service.audit.tables`, `service.routing.tables`), which `service.models` cannot import: those packages read the
+shared tables, so the import would be a cycle.
+"""
+
+import service.audit.tables
+import service.models
+import service.routing.tables  # noqa: F401  (all three are imported for their tables)
