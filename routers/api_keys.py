@@ -11,7 +11,7 @@ from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
 from service.auth import api_keys
-from service.auth.api_keys import ApiKeyCreate, ApiKeyPublic, ApiKeyRotate, ApiKeyWithSecret
+from service.auth.api_keys import ApiKeyIn, ApiKeyPublic, ApiKeyRotateIn, ApiKeyWithSecret
 
 router = api_router(prefix="/v1/admin/api-keys", tags=["admin: api keys"], responses=problem_responses(401, 403))
 
@@ -23,7 +23,7 @@ async def list_api_keys(session: SessionDep, _admin: AdminDep, now: ClockDep) ->
 
 
 @router.post("", status_code=201, operation_id="create_api_key", responses=problem_responses(422))
-async def create_api_key(data: ApiKeyCreate, session: SessionDep, admin: AdminDep, now: ClockDep) -> ApiKeyWithSecret:
+async def create_api_key(data: ApiKeyIn, session: SessionDep, admin: AdminDep, now: ClockDep) -> ApiKeyWithSecret:
     """Issue a key; the raw key is in `key` of this response and never shown again (only its hash is stored)."""
     return await api_keys.create(session, data=data, actor=admin.actor, now=now)
 
@@ -46,9 +46,9 @@ async def rotate_api_key(
     session: SessionDep,
     admin: AdminDep,
     now: ClockDep,
-    data: Annotated[ApiKeyRotate | None, Body()] = None,
+    data: Annotated[ApiKeyRotateIn | None, Body()] = None,
 ) -> ApiKeyWithSecret:
     """Issue a successor (same name, role, member, expiry); the new raw key is in `key` of this response, shown only
     this once. The old key works `grace_seconds` longer (default 0: revoked at once). 409 if the key is not active,
     was already rotated, or is the key making this request and `grace_seconds` is 0 (that would lock you out)."""
-    return await api_keys.rotate(session, key_id=key_id, data=data or ApiKeyRotate(), caller=admin, now=now)
+    return await api_keys.rotate(session, key_id=key_id, data=data or ApiKeyRotateIn(), caller=admin, now=now)

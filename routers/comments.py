@@ -10,7 +10,7 @@ from routers.problems import problem_responses
 from service.ingest import comments
 from service.ingest.comments import CommentPublic
 from service.queue import labels
-from service.queue.labels import LabelCreate, LabelPublic
+from service.queue.labels import LabelIn, LabelPublic
 
 router = api_router(prefix="/v1/comments", tags=["comments"], responses=problem_responses(401, 403))
 
@@ -26,7 +26,7 @@ async def get_comment(comment_id: uuid.UUID, session: SessionDep, _admin: AdminD
 )
 async def correct_labels(
     comment_id: uuid.UUID,
-    data: LabelCreate,
+    data: LabelIn,
     session: SessionDep,
     jobs: JobsDep,
     settings: SettingsDep,

@@ -11,14 +11,14 @@ from routers.edge import api_router
 from routers.problems import problem_responses
 from service.directory import members as directory
 from service.directory import teams as team_directory
-from service.models.directory import MemberCreate, MemberPublic, MemberUpdate, TeamCreate, TeamPublic, TeamUpdate
+from service.models.directory import MemberIn, MemberPublic, MemberUpdate, TeamIn, TeamPublic, TeamUpdate
 
 members = api_router(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))
 teams = api_router(prefix="/v1/admin/teams", tags=["admin: teams"], responses=problem_responses(401, 403))
 
 
 @members.post("", status_code=201, operation_id="create_member", responses=problem_responses(409, 422))
-async def create_member(data: MemberCreate, session: SessionDep, admin: AdminDep, now: ClockDep) -> MemberPublic:
+async def create_member(data: MemberIn, session: SessionDep, admin: AdminDep, now: ClockDep) -> MemberPublic:
     """Add a member with their user ids on the sources; ids are never reused, even after deletion."""
     return await directory.create_member(session, data=data, actor=admin.actor, now=now)
 
@@ -57,7 +57,7 @@ async def delete_member(member_id: str, session: SessionDep, admin: AdminDep, no
 
 
 @teams.post("", status_code=201, operation_id="create_team", responses=problem_responses(409, 422))
-async def create_team(data: TeamCreate, session: SessionDep, admin: AdminDep, now: ClockDep) -> TeamPublic:
+async def create_team(data: TeamIn, session: SessionDep, admin: AdminDep, now: ClockDep) -> TeamPublic:
     """Add a team of members (in round-robin order); ids are never reused, even after deletion."""
     return await team_directory.create_team(session, data=data, actor=admin.actor, now=now)
 

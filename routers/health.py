@@ -12,7 +12,7 @@ from service import health
 router = api_router(tags=["health"])
 
 
-class Status(BaseModel):
+class StatusPublic(BaseModel):
     """Probe result."""
 
     status: str
@@ -20,13 +20,13 @@ class Status(BaseModel):
 
 
 @router.get("/healthz", operation_id="healthz")
-async def healthz() -> Status:
+async def healthz() -> StatusPublic:
     """The process is up."""
-    return Status(status="ok")
+    return StatusPublic(status="ok")
 
 
 @router.get("/readyz", operation_id="readyz", responses=problem_responses(503))
-async def readyz(services: ServicesDep) -> Status:
+async def readyz(services: ServicesDep) -> StatusPublic:
     """The database (and Redis, when configured) answer, and the in-process classifier has warmed up."""
     checks = await health.check(services.engine, services.backend, services.classifiers)
-    return Status(status="ok", checks=checks)
+    return StatusPublic(status="ok", checks=checks)

@@ -11,10 +11,10 @@ from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
 from service.routing import explain, rules, simulation, suggestions
-from service.routing.explain import ExplainIn, ExplainOut
-from service.routing.rules import RulesetPublic, RulesetPut
-from service.routing.simulation import RerouteIn, RerouteResult, SimulateIn, SimulationPublic
-from service.routing.suggestions import SuggestionsOut
+from service.routing.explain import ExplainIn, ExplainPublic
+from service.routing.rules import RulesetPublic, RulesetVersionIn
+from service.routing.simulation import RerouteIn, ReroutePublic, SimulateIn, SimulationPublic
+from service.routing.suggestions import SuggestionsPublic
 
 router = api_router(prefix="/v1/admin/rules", tags=["admin: rules"], responses=problem_responses(401, 403))
 
@@ -26,7 +26,7 @@ async def get_rules(session: SessionDep, _admin: AdminDep) -> RulesetPublic:
 
 
 @router.put("", operation_id="replace_rules", responses=problem_responses(404, 409, 422))
-async def replace_rules(data: RulesetPut, session: SessionDep, admin: AdminDep, now: ClockDep) -> RulesetPublic:
+async def replace_rules(data: RulesetVersionIn, session: SessionDep, admin: AdminDep, now: ClockDep) -> RulesetPublic:
     """Save a whole new version of the rules (validated; regular expressions are RE2; audited).
 
     With `simulation_id`: 404 if there is no such simulation, 409 unless it is done and tried exactly these rules."""
@@ -71,7 +71,7 @@ async def explain_routing(
     _admin: AdminDep,
     classifier: ClassifierDep,
     now: ClockDep,
-) -> ExplainOut:
+) -> ExplainPublic:
     """Classify one comment and route it through the live (or a draft) ruleset, with every rule's trace."""
     return await explain.explain(session, classifier, data=data, settings=settings, now=now)
 
@@ -84,7 +84,7 @@ async def suggest_rules(
     now: ClockDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
     min_reassignments: Annotated[int, Query(ge=2, le=1000)] = 5,
-) -> SuggestionsOut:
+) -> SuggestionsPublic:
     """Rules learned from responders' reassignments, with the evidence and a simulation of adding each."""
     return await suggestions.suggestions(
         session, settings=settings, now=now, days=days, min_reassignments=min_reassignments
@@ -94,6 +94,6 @@ async def suggest_rules(
 @router.post("/reroute", operation_id="reroute_items", responses=problem_responses(422))
 async def reroute_items(
     data: RerouteIn, session: SessionDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
-) -> RerouteResult:
+) -> ReroutePublic:
     """Re-route the waiting items of a window with the live rules (claimed or hand-assigned items are kept)."""
     return await simulation.reroute(session, data=data, actor=admin.actor, settings=settings, now=now)

@@ -10,13 +10,13 @@ from routers.deps import AdminDep, ClockDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service import sources
-from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
+from service.models.source import SourceIn, SourcePublic, SourceUpdate, SourceWithSecret
 
 router = api_router(prefix="/v1/admin/sources", tags=["admin: sources"], responses=problem_responses(401, 403))
 
 
 @router.post("", status_code=201, operation_id="create_source", responses=problem_responses(409, 422))
-async def create_source(data: SourceCreate, session: SessionDep, admin: AdminDep, now: ClockDep) -> SourceWithSecret:
+async def create_source(data: SourceIn, session: SessionDep, admin: AdminDep, now: ClockDep) -> SourceWithSecret:
     """Create a source; its signing secret is in this response and never shown again."""
     return await sources.create(session, data=data, actor=admin.actor, now=now)
 

@@ -9,14 +9,14 @@ from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
 from service.classification import topics
-from service.models.topic import TopicCreate, TopicPublic, TopicUpdate
+from service.models.topic import TopicIn, TopicPublic, TopicUpdate
 
 router = api_router(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))
 
 
 @router.post("", status_code=201, operation_id="create_topic", responses=problem_responses(409, 422))
 async def create_topic(
-    data: TopicCreate, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
+    data: TopicIn, session: SessionDep, jobs: JobsDep, settings: SettingsDep, admin: AdminDep, now: ClockDep
 ) -> TopicPublic:
     """Add a topic with a description and example comments; recent comments are classified again."""
     topic, job_ids = await topics.create(session, data=data, actor=admin.actor, settings=settings, now=now)

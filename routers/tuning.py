@@ -11,7 +11,7 @@ from routers.deps import AdminDep, ClockDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service.routing import feedback, simulation
-from service.routing.feedback import FeedbackOut
+from service.routing.feedback import FeedbackPublic
 from service.routing.simulation import SimulationPublic
 
 router = api_router(prefix="/v1/admin", tags=["admin: tuning"], responses=problem_responses(401, 403, 422))
@@ -30,6 +30,6 @@ async def classifier_feedback(
     _admin: AdminDep,
     now: ClockDep,
     days: Annotated[int, Query(ge=1, le=365)] = 90,
-) -> FeedbackOut:
+) -> FeedbackPublic:
     """Per flag and topic, week by week: how often responders agreed with, corrected or overrode the classifier."""
     return await feedback.feedback(session, settings=settings, now=now, days=days)

@@ -19,7 +19,7 @@ from service.ingest.adapters.standard import MAX_TIMESTAMP_DIGITS, MAX_WEBHOOK_I
 router = api_router(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-class Accepted(BaseModel):
+class ReceiptPublic(BaseModel):
     """The event is stored durably; processing happens in the background."""
 
     id: uuid.UUID | None
@@ -75,7 +75,7 @@ _SIGNATURE_HEADERS = [
     status_code=202,
     operation_id="receive_webhook",
     responses={
-        200: {"model": Accepted, "description": "Seen before: nothing changed"},
+        200: {"model": ReceiptPublic, "description": "Seen before: nothing changed"},
         **problem_responses(401, 403, 404, 413, 422),
         429: rate_limited_response(),
     },
@@ -94,7 +94,7 @@ async def receive(
     jobs: JobsDep,
     settings: SettingsDep,
     now: ClockDep,
-) -> Accepted:
+) -> ReceiptPublic:
     """Accept one signed comment event (created / updated / deleted); 202 once it is stored durably.
 
     Signed with Standard Webhooks: a missing or malformed `webhook-*` header, a timestamp outside the
@@ -107,7 +107,7 @@ async def receive(
     jobs.enqueue(receipt.job_ids)
     if receipt.duplicate:
         response.status_code = 200
-    return Accepted(
+    return ReceiptPublic(
         id=receipt.comment_id,
         status="duplicate" if receipt.duplicate else "accepted",
         outcome=receipt.outcome,

@@ -15,7 +15,7 @@ from service.audit import chain as audit
 from service.errors import AlreadyExists, NotFound
 from service.inputs import set_fields
 from service.models import Source
-from service.models.source import SourceCreate, SourcePublic, SourceUpdate, SourceWithSecret
+from service.models.source import SourceIn, SourcePublic, SourceUpdate, SourceWithSecret
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (Standard Webhooks' prefix for secrets, not a secret)
 
@@ -73,7 +73,7 @@ async def get_by_slug(session: AsyncSession, slug: str, *, for_update: bool = Fa
     return source
 
 
-async def create(session: AsyncSession, *, data: SourceCreate, actor: str, now: datetime) -> SourceWithSecret:
+async def create(session: AsyncSession, *, data: SourceIn, actor: str, now: datetime) -> SourceWithSecret:
     """Create a source and return it with its signing secret (shown only this once)."""
     taken = await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == data.slug))
     if taken.first() is not None:

@@ -29,7 +29,7 @@ MAX_GRACE_SECONDS = 7 * 24 * 3600
 KeyState = Literal["active", "expired", "revoked"]
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyIn(BaseModel):
     """A key to issue."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +40,7 @@ class ApiKeyCreate(BaseModel):
     expires_at: UtcDatetime | None = Field(None, description="When the key stops working (future; UTC if no offset).")
 
 
-class ApiKeyRotate(BaseModel):
+class ApiKeyRotateIn(BaseModel):
     """How long the key being replaced keeps working."""
 
     model_config = ConfigDict(extra="forbid")
@@ -145,7 +145,7 @@ async def _issue(
     return key, raw
 
 
-async def create(session: AsyncSession, *, data: ApiKeyCreate, actor: str, now: datetime) -> ApiKeyWithSecret:
+async def create(session: AsyncSession, *, data: ApiKeyIn, actor: str, now: datetime) -> ApiKeyWithSecret:
     """Issue a key; the response is the only place the raw key ever appears."""
     if data.role is Role.responder and not data.member:
         raise InvalidPayload("member: a responder key must be bound to a member.")
@@ -202,7 +202,7 @@ async def _already_rotated(session: AsyncSession, key: ApiKey) -> bool:
 
 
 async def rotate(
-    session: AsyncSession, *, key_id: int, data: ApiKeyRotate, caller: Principal, now: datetime
+    session: AsyncSession, *, key_id: int, data: ApiKeyRotateIn, caller: Principal, now: datetime
 ) -> ApiKeyWithSecret:
     """Issue a successor to a live key (returned with its raw key); the old one works `grace_seconds` longer.
 

@@ -220,7 +220,7 @@ def document(analysis: Analysis, thresholds: Mapping[str, float] | None = None) 
     return doc
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyIn(BaseModel):
     """Body of POST /v1/classify."""
 
     model_config = ConfigDict(extra="forbid")
@@ -244,7 +244,7 @@ class NeighbourPublic(BaseModel):
     similarity: float
 
 
-class TopicPublic(BaseModel):
+class TopicResultPublic(BaseModel):
     """The topic, its score and every topic's score (the similarity of its nearest examples, lowered when the topic
     classifier is unsure), and the nearest examples."""
 
@@ -286,21 +286,21 @@ class ClassificationPublic(BaseModel):
     hate: HeadPublic | None
     emotion: HeadPublic | None
     needs_answer: HeadPublic | None
-    topic: TopicPublic | None
+    topic: TopicResultPublic | None
     language: LanguagePublic | None
     pii: list[PiiPublic]
     model_version: str
 
 
-class ClassifyResponse(BaseModel):
+class ClassifyPublic(BaseModel):
     """One result per text, in order."""
 
     results: list[ClassificationPublic]
 
 
 async def classify_texts(
-    session: AsyncSession, classifier: Classifier, data: ClassifyRequest, *, settings: Settings
-) -> ClassifyResponse:
+    session: AsyncSession, classifier: Classifier, data: ClassifyIn, *, settings: Settings
+) -> ClassifyPublic:
     """Classify texts synchronously (the caller has an admin or responder key)."""
     if len(data.texts) > settings.classify_max_texts:
         raise InvalidPayload(f"At most {settings.classify_max_texts} texts per request.")
@@ -314,4 +314,4 @@ async def classify_texts(
     taxonomy = await classifier.taxonomy(session)
     await end_transaction(session)  # the model's work below needs no database: hold no connection or lock meanwhile
     analyses = await classifier.classify(data.texts, taxonomy)
-    return ClassifyResponse(results=[ClassificationPublic.model_validate(document(a, thresholds)) for a in analyses])
+    return ClassifyPublic(results=[ClassificationPublic.model_validate(document(a, thresholds)) for a in analyses])

@@ -16,7 +16,7 @@ from service.classification import reclassify
 from service.errors import AlreadyExists, InvalidPayload, NotFound
 from service.inputs import set_fields
 from service.models import Topic
-from service.models.topic import MAX_EXAMPLE_LENGTH, TopicCreate, TopicPublic, TopicUpdate
+from service.models.topic import MAX_EXAMPLE_LENGTH, TopicIn, TopicPublic, TopicUpdate
 from service.settings import Settings
 
 
@@ -61,7 +61,7 @@ async def _get(session: AsyncSession, topic_id: int) -> Topic:
 
 
 async def create(
-    session: AsyncSession, *, data: TopicCreate, actor: str, settings: Settings, now: datetime
+    session: AsyncSession, *, data: TopicIn, actor: str, settings: Settings, now: datetime
 ) -> tuple[TopicPublic, list[uuid.UUID]]:
     """Add a topic to the taxonomy; returns it and the re-classification jobs to enqueue after commit."""
     await _check_name(session, data.name)

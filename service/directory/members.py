@@ -27,8 +27,8 @@ from service.items import transitions as items
 from service.models import ApiKey, Member, MemberIdentity, Source, Team, TeamMember
 from service.models.base import to_schema
 from service.models.directory import (
-    ExternalId,
-    MemberCreate,
+    ExternalIdIn,
+    MemberIn,
     MemberPublic,
     MemberUpdate,
 )
@@ -58,7 +58,7 @@ async def member_teams(session: AsyncSession, member_id: str) -> list[str]:
 
 async def _external_ids(
     session: AsyncSession, member_ids: sa.ScalarSelect[Any] | list[str]
-) -> dict[str, list[ExternalId]]:
+) -> dict[str, list[ExternalIdIn]]:
     # Ids on a deleted source are left out: its webhooks are refused, so they can never match an author again.
     rows = await session.execute(
         sa.select(col(MemberIdentity.member_id), col(Source.slug), col(MemberIdentity.external_id))
@@ -66,9 +66,9 @@ async def _external_ids(
         .where(col(MemberIdentity.member_id).in_(member_ids), col(Source.deleted_at).is_(None))
         .order_by(col(MemberIdentity.id))
     )
-    found: dict[str, list[ExternalId]] = defaultdict(list)
+    found: dict[str, list[ExternalIdIn]] = defaultdict(list)
     for member_id, slug, external_id in rows:
-        found[member_id].append(ExternalId(source=slug, id=external_id))
+        found[member_id].append(ExternalIdIn(source=slug, id=external_id))
     return found
 
 
@@ -111,7 +111,7 @@ async def _audit_view(session: AsyncSession, member: Member) -> dict[str, Any]:
 
 
 async def _resolve_external_ids(
-    session: AsyncSession, external_ids: list[ExternalId], *, member_id: str
+    session: AsyncSession, external_ids: list[ExternalIdIn], *, member_id: str
 ) -> list[tuple[int, str]]:
     """(source id, external id) pairs for a member's ids; 422 for unknown sources, 409 for ids taken by others."""
     slugs = sorted({e.source for e in external_ids})
@@ -163,7 +163,7 @@ async def _check_delegate(session: AsyncSession, delegate: str, *, member_id: st
         raise InvalidPayload(f"delegate: there is no member '{delegate}'.")
 
 
-async def create_member(session: AsyncSession, *, data: MemberCreate, actor: str, now: datetime) -> MemberPublic:
+async def create_member(session: AsyncSession, *, data: MemberIn, actor: str, now: datetime) -> MemberPublic:
     """Add a member with their external ids; 409 if the id is taken, even by a deleted member (never reused)."""
     await serialise(session)
     await check_id_free(session, Member, data.id)

@@ -22,7 +22,7 @@ from service.inputs import set_fields
 from service.items import transitions as items
 from service.models import Member, Team, TeamMember
 from service.models.base import to_schema
-from service.models.directory import TeamCreate, TeamPublic, TeamUpdate
+from service.models.directory import TeamIn, TeamPublic, TeamUpdate
 
 
 async def get_team(session: AsyncSession, team_id: str, *, for_update: bool = False) -> Team:
@@ -95,7 +95,7 @@ async def _replace_members(session: AsyncSession, team_id: str, members: list[st
     await session.flush()
 
 
-async def create_team(session: AsyncSession, *, data: TeamCreate, actor: str, now: datetime) -> TeamPublic:
+async def create_team(session: AsyncSession, *, data: TeamIn, actor: str, now: datetime) -> TeamPublic:
     """Add a team of live members (in round-robin order); 409 if the id is taken, even by a deleted team."""
     await serialise(session)
     await check_id_free(session, Team, data.id)

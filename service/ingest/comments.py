@@ -18,7 +18,7 @@ from service.models import Comment, CommentAnalysis, CommentVersion, Job, JobSta
 ProcessingState = Literal["received", "processing", "processed", "dead", "deleted"]
 
 
-class PiiSpan(BaseModel):
+class PiiSpanPublic(BaseModel):
     """Personal data found in the body: its kind and character offsets (end exclusive)."""
 
     kind: str
@@ -57,7 +57,7 @@ class AnalysisPublic(BaseModel):
     comment_version: int
     model_version: str
     embedding_dim: int
-    pii: list[PiiSpan]
+    pii: list[PiiSpanPublic]
     duration_ms: float
     processed_at: datetime
 
@@ -161,7 +161,7 @@ async def read(session: AsyncSession, *, comment_id: uuid.UUID) -> CommentPublic
             comment_version=analysis.comment_version,
             model_version=analysis.model_version,
             embedding_dim=len(analysis.embedding) // 4,
-            pii=[PiiSpan(**p) for p in analysis.pii],
+            pii=[PiiSpanPublic(**p) for p in analysis.pii],
             duration_ms=analysis.duration_ms,
             processed_at=analysis.processed_at,
         ),

@@ -82,7 +82,7 @@ class TeamMember(SQLModel, table=True):
     position: int = SQLField(default=0)
 
 
-class ExternalId(BaseModel):
+class ExternalIdIn(BaseModel):
     """A member's user id on a source."""
 
     model_config = ConfigDict(extra="forbid")
@@ -91,7 +91,7 @@ class ExternalId(BaseModel):
     id: str = Field(min_length=1, max_length=200, description="The user id the platform sends as author id.")
 
 
-class MemberCreate(BaseModel):
+class MemberIn(BaseModel):
     """Body of POST /v1/admin/members."""
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +104,7 @@ class MemberCreate(BaseModel):
     )
     away_until: UtcDatetime | None = Field(None, description="Away (no new items) until this time (UTC if no offset).")
     delegate: str | None = Field(None, pattern=ID_PATTERN, description="Who takes this member's items while away.")
-    external_ids: list[ExternalId] = Field(default_factory=list, max_length=50)
+    external_ids: list[ExternalIdIn] = Field(default_factory=list, max_length=50)
 
 
 class MemberUpdate(BaseModel):
@@ -117,7 +117,7 @@ class MemberUpdate(BaseModel):
     capacity: int | None = Field(None, ge=1, le=MAX_CAPACITY, strict=True)
     away_until: UtcDatetime | None = None
     delegate: str | None = Field(None, pattern=ID_PATTERN)
-    external_ids: list[ExternalId] | None = Field(None, max_length=50)
+    external_ids: list[ExternalIdIn] | None = Field(None, max_length=50)
 
 
 class MemberPublic(BaseModel):
@@ -129,13 +129,13 @@ class MemberPublic(BaseModel):
     capacity: int
     away_until: datetime | None
     delegate: str | None
-    external_ids: list[ExternalId]
+    external_ids: list[ExternalIdIn]
     teams: list[str]
     created_at: datetime
     updated_at: datetime
 
 
-class TeamCreate(BaseModel):
+class TeamIn(BaseModel):
     """Body of POST /v1/admin/teams."""
 
     model_config = ConfigDict(extra="forbid")

@@ -47,7 +47,7 @@ class Source(SQLModel, table=True):
     thresholds: dict[str, float] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
 
 
-class SourceCreate(BaseModel):
+class SourceIn(BaseModel):
     """Body of POST /v1/admin/sources."""
 
     model_config = ConfigDict(extra="forbid")

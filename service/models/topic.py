@@ -45,7 +45,7 @@ class Label(SQLModel, table=True):
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column(index=True))
 
 
-class TopicCreate(BaseModel):
+class TopicIn(BaseModel):
     """Body of POST /v1/admin/topics."""
 
     model_config = ConfigDict(extra="forbid")

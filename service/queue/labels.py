@@ -23,7 +23,7 @@ from service.settings import Settings
 Flag = Literal["offensive", "hate", "needs_answer", "pii", "spam"]
 
 
-class LabelCreate(BaseModel):
+class LabelIn(BaseModel):
     """Body of POST /v1/comments/{id}/labels: what the classifiers should have said (at least one field)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,7 +33,7 @@ class LabelCreate(BaseModel):
     flags: dict[Flag, StrictBool] | None = Field(None, description="e.g. {'offensive': false, 'needs_answer': true}")
 
     @model_validator(mode="after")
-    def _something(self) -> LabelCreate:
+    def _something(self) -> LabelIn:
         if self.topic is None and self.sentiment is None and not self.flags:
             raise ValueError("give at least one of topic, sentiment, flags")
         return self
@@ -52,7 +52,7 @@ class LabelPublic(BaseModel):
 
 
 async def correct(
-    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelCreate, principal: Principal, settings: Settings,
+    session: AsyncSession, *, comment_id: uuid.UUID, data: LabelIn, principal: Principal, settings: Settings,
     now: datetime,
 ) -> tuple[LabelPublic, list[uuid.UUID]]:  # fmt: skip
     """Record a correction: its item shows it and is re-routed if the route changes (as re-classification would);

@@ -25,13 +25,13 @@ from service.pagination import ColumnInt, decode_cursor, encode_cursor
 from service.queue.viewer import Scope, Viewer, visible
 from service.queue.views import (
     EXCERPT_CHARS,
-    CommentView,
-    ContextComment,
-    HistoryEntry,
+    ContextCommentPublic,
+    HistoryEntryPublic,
+    QueueCommentPublic,
     QueueItemDetail,
     QueuePage,
-    ReplyView,
-    ThreadView,
+    QueueThreadPublic,
+    ReplyPublic,
     source_and_comment,
     to_public,
 )
@@ -161,7 +161,7 @@ async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUI
     item = await visible(session, viewer, item_id)
     slug, comment = await source_and_comment(session, item)
     thread = await session.get(Thread, comment.thread_id) if comment.thread_id is not None else None
-    context: list[ContextComment] = []
+    context: list[ContextCommentPublic] = []
     if thread is not None:
         nearby = (
             await session.execute(
@@ -176,7 +176,7 @@ async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUI
             )
         ).scalars()
         context = sorted(
-            (to_schema(ContextComment, c, excerpt=redact(c.body)[:EXCERPT_CHARS]) for c in nearby),
+            (to_schema(ContextCommentPublic, c, excerpt=redact(c.body)[:EXCERPT_CHARS]) for c in nearby),
             key=lambda c: (c.posted_at is None, c.posted_at),
         )
     analysis = await session.get(CommentAnalysis, comment.id)
@@ -192,10 +192,10 @@ async def read(session: AsyncSession, *, principal: Principal, item_id: uuid.UUI
     ).scalars()
     return QueueItemDetail(
         **to_public(item, source=slug, body=comment.body, now=now).model_dump(),
-        comment=CommentView.model_validate(comment, from_attributes=True),
-        thread=ThreadView.model_validate(thread, from_attributes=True) if thread is not None else None,
+        comment=QueueCommentPublic.model_validate(comment, from_attributes=True),
+        thread=QueueThreadPublic.model_validate(thread, from_attributes=True) if thread is not None else None,
         thread_context=context,
         classification=None if analysis is None else await _as_corrected(session, comment.id, analysis.classification),
-        replies=[to_schema(ReplyView, r, member=r.member_id) for r in replies],
-        history=[HistoryEntry.model_validate(e, from_attributes=True) for e in history],
+        replies=[to_schema(ReplyPublic, r, member=r.member_id) for r in replies],
+        history=[HistoryEntryPublic.model_validate(e, from_attributes=True) for e in history],
     )

@@ -62,7 +62,7 @@ class QueuePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; None on the last page.")
 
 
-class CommentView(BaseModel):
+class QueueCommentPublic(BaseModel):
     """The comment behind an item."""
 
     id: uuid.UUID
@@ -77,7 +77,7 @@ class CommentView(BaseModel):
     received_at: datetime
 
 
-class ThreadView(BaseModel):
+class QueueThreadPublic(BaseModel):
     """The story or forum topic it was posted under."""
 
     external_id: str
@@ -89,7 +89,7 @@ class ThreadView(BaseModel):
     author_name: str | None
 
 
-class ContextComment(BaseModel):
+class ContextCommentPublic(BaseModel):
     """Another comment in the same thread (excerpt, personal data redacted)."""
 
     id: uuid.UUID
@@ -100,7 +100,7 @@ class ContextComment(BaseModel):
     posted_at: datetime | None
 
 
-class ReplyView(BaseModel):
+class ReplyPublic(BaseModel):
     """An answer written through Switchboard."""
 
     id: uuid.UUID
@@ -110,7 +110,7 @@ class ReplyView(BaseModel):
     created_at: datetime
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntryPublic(BaseModel):
     """One transition of the item."""
 
     at: datetime
@@ -123,15 +123,15 @@ class HistoryEntry(BaseModel):
 class QueueItemDetail(QueueItemPublic):
     """One item with its comment, thread context, classification explanation, replies and history."""
 
-    comment: CommentView
-    thread: ThreadView | None
-    thread_context: list[ContextComment]
+    comment: QueueCommentPublic
+    thread: QueueThreadPublic | None
+    thread_context: list[ContextCommentPublic]
     classification: dict[str, Any] | None = Field(
         description="As POST /v1/classify returns it (with nearest examples), with responders' corrections applied: "
         "a corrected head names who corrected it in `corrected_by`."
     )
-    replies: list[ReplyView]
-    history: list[HistoryEntry]
+    replies: list[ReplyPublic]
+    history: list[HistoryEntryPublic]
 
 
 def to_public(item: QueueItem, *, source: str, body: str, now: datetime) -> QueueItemPublic:

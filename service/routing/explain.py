@@ -71,7 +71,7 @@ class DecisionPublic(BaseModel):
     assigned_by: str | None
 
 
-class ExplainOut(BaseModel):
+class ExplainPublic(BaseModel):
     """The classification, the decision and the trace of every rule evaluated."""
 
     classification: ClassificationPublic
@@ -81,7 +81,7 @@ class ExplainOut(BaseModel):
 
 async def explain(
     session: AsyncSession, classifier: Classifier, *, data: ExplainIn, settings: Settings, now: datetime
-) -> ExplainOut:
+) -> ExplainPublic:
     """Dry-run one comment: classify, route with the trace. Writes nothing."""
     source_thresholds = None
     if data.source is not None:
@@ -106,7 +106,7 @@ async def explain(
         is_reply=data.is_reply, classification=doc,
     )  # fmt: skip
     decision = route(facts, ruleset, directory, now=now, trace=True)
-    return ExplainOut(
+    return ExplainPublic(
         classification=ClassificationPublic.model_validate(doc),
         decision=DecisionPublic(
             rule_id=decision.rule_id,

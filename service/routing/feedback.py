@@ -25,7 +25,7 @@ FLAGS = ("offensive", "hate", "needs_answer")
 POSITIVE = {"offensive": "offensive", "hate": "hate", "needs_answer": "needs_answer"}
 
 
-class FeedbackRow(BaseModel):
+class FeedbackRowPublic(BaseModel):
     """One flag or topic in one week: what the classifier said and what responders did about it."""
 
     kind: Literal["flag", "topic"]
@@ -40,12 +40,12 @@ class FeedbackRow(BaseModel):
     precision: float | None = Field(description="agreed / (agreed + corrected + overridden), when any were reviewed.")
 
 
-class FeedbackOut(BaseModel):
+class FeedbackPublic(BaseModel):
     """Classifier feedback from responders, by week; `thresholds` are the current defaults."""
 
     since: datetime
     thresholds: dict[str, float]
-    rows: list[FeedbackRow]
+    rows: list[FeedbackRowPublic]
 
 
 def _week(moment: datetime) -> str:
@@ -53,7 +53,7 @@ def _week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-async def feedback(session: AsyncSession, *, settings: Settings, now: datetime, days: int = 90) -> FeedbackOut:
+async def feedback(session: AsyncSession, *, settings: Settings, now: datetime, days: int = 90) -> FeedbackPublic:
     """How often responders agreed with, corrected or overrode each flag and topic, week by week."""
     since = now - timedelta(days=days)
     rows = (
@@ -124,9 +124,9 @@ async def feedback(session: AsyncSession, *, settings: Settings, now: datetime, 
     out = []
     for (kind, name, week), c in sorted(counts.items()):
         reviewed = c["agreed"] + c["corrected"] + c["overridden"]
-        out.append(FeedbackRow(
+        out.append(FeedbackRowPublic(
             kind="flag" if kind == "flag" else "topic", name=name, week=week, predicted=c["predicted"],
             agreed=c["agreed"], corrected=c["corrected"], overridden=c["overridden"], missed=c["missed"],
             precision=round(c["agreed"] / reviewed, 3) if reviewed else None,
         ))  # fmt: skip
-    return FeedbackOut(since=since, thresholds=thresholds_for(settings, None), rows=out)
+    return FeedbackPublic(since=since, thresholds=thresholds_for(settings, None), rows=out)

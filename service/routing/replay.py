@@ -39,7 +39,7 @@ MAX_DAYS = 366
 CHUNK = 2000
 
 
-class Window(BaseModel):
+class WindowIn(BaseModel):
     """Which stored comments to replay: the last N, or those received in a time range (default: 30 days)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +49,7 @@ class Window(BaseModel):
     until: UtcDatetime | None = Field(None, description="... up to this time (default: now).")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Window:
+    def _one_kind(self) -> WindowIn:
         if self.last is not None and (self.since is not None or self.until is not None):
             raise ValueError("give either `last` or a time range (`since` / `until`), not both")
         for moment in (self.since, self.until):
@@ -63,7 +63,7 @@ def replan(placer: Placer, entries: Sequence[tuple[Context, QueueItem | None]]) 
     return [(ctx, None if item is None else placer.plan(item, ctx)) for ctx, item in entries]
 
 
-def resolve_window(window: Window, *, now: datetime) -> dict[str, Any]:
+def resolve_window(window: WindowIn, *, now: datetime) -> dict[str, Any]:
     """The window made explicit (stored with the simulation)."""
     if window.last is not None:
         return {"last": window.last}

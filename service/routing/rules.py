@@ -46,7 +46,7 @@ class RulesetPublic(BaseModel):
     created_at: datetime | None
 
 
-class RulesetPut(RulesetIn):
+class RulesetVersionIn(RulesetIn):
     """Body of PUT /v1/admin/rules: the whole new version (ordered; first match wins; the last is the default)."""
 
     note: str | None = Field(None, max_length=500, description="Why this change (kept with the version).")
@@ -127,7 +127,7 @@ async def check_references(session: AsyncSession, ruleset: RulesetIn) -> None:
         raise InvalidPayload(f"The rules assign to unknown {', '.join(missing)}.", missing=missing)
 
 
-async def _check_simulated(session: AsyncSession, data: RulesetPut) -> None:
+async def _check_simulated(session: AsyncSession, data: RulesetVersionIn) -> None:
     """A version that says it was applied after a simulation must be the rules that simulation tried."""
     simulation = await session.get(Simulation, data.simulation_id)
     if simulation is None:
@@ -139,7 +139,7 @@ async def _check_simulated(session: AsyncSession, data: RulesetPut) -> None:
         raise InvalidState(f"These rules are not the draft simulation {data.simulation_id} tried.")
 
 
-async def replace(session: AsyncSession, *, data: RulesetPut, actor: str, now: datetime) -> RulesetPublic:
+async def replace(session: AsyncSession, *, data: RulesetVersionIn, actor: str, now: datetime) -> RulesetPublic:
     """Save a whole new version of the rules (validated, audited with before and after)."""
     await check_references(session, data)
     if data.simulation_id is not None:

@@ -25,7 +25,7 @@ from service.errors import InvalidPayload, NotFound, summarise
 from service.routing import RulesetIn, compile_ruleset, context, rules
 from service.routing.context import load_directory
 from service.routing.placement import Placer
-from service.routing.replay import Difference, Window, difference, replan, resolve_window, window_ids
+from service.routing.replay import Difference, WindowIn, difference, replan, resolve_window, window_ids
 from service.routing.tables import Simulation, SimulationState
 from service.settings import Settings
 
@@ -49,7 +49,7 @@ class SimulateIn(BaseModel):
     thresholds: Thresholds | None = Field(
         None, description="Draft decision thresholds of the binary heads, applied to the stored scores."
     )
-    window: Window = Field(default_factory=Window)
+    window: WindowIn = Field(default_factory=WindowIn)
 
     @model_validator(mode="after")
     def _something_to_try(self) -> SimulateIn:
@@ -85,10 +85,10 @@ class RerouteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window: Window = Field(default_factory=Window)
+    window: WindowIn = Field(default_factory=WindowIn)
 
 
-class RerouteResult(BaseModel):
+class ReroutePublic(BaseModel):
     """What a re-route changed."""
 
     ruleset_version: int
@@ -236,7 +236,7 @@ async def pending(factory: SessionFactory, *, settings: Settings, now: datetime)
 
 async def reroute(
     session: AsyncSession, *, data: RerouteIn, actor: str, settings: Settings, now: datetime
-) -> RerouteResult:
+) -> ReroutePublic:
     """Re-route the waiting items of a window with the live rules: exactly the plans a simulation shows."""
     window = resolve_window(data.window, now=now)
     cap = settings.simulation_sync_max_comments
@@ -250,7 +250,7 @@ async def reroute(
         result.add(ctx, plan)
         if plan is not None:
             await placer.apply(session, plan, actor=f"{REROUTE_ACTOR_PREFIX}:{actor}")
-    return RerouteResult(
+    return ReroutePublic(
         ruleset_version=ruleset.version, comments=result.comments, rerouted=result.rerouted,
         moved=sum(result.moves.values()), kept=result.kept,
     )  # fmt: skip

@@ -28,7 +28,7 @@ Feature = Literal["topic", "channel", "thread_author"]
 FEATURES: tuple[Feature, ...] = ("topic", "channel", "thread_author")
 
 
-class Evidence(BaseModel):
+class EvidencePublic(BaseModel):
     """Why a rule is suggested."""
 
     reassignments: int = Field(description="Items of this kind reassigned to the suggested owner.")
@@ -41,19 +41,19 @@ class Evidence(BaseModel):
     items_of_kind: int
 
 
-class Suggestion(BaseModel):
+class SuggestionPublic(BaseModel):
     """A proposed rule with its evidence and what adding it (first) to the live rules would change."""
 
     rule: dict[str, Any]
-    evidence: Evidence
+    evidence: EvidencePublic
     simulation: dict[str, Any]
 
 
-class SuggestionsOut(BaseModel):
+class SuggestionsPublic(BaseModel):
     """Suggested rules, strongest evidence first."""
 
     since: datetime
-    suggestions: list[Suggestion]
+    suggestions: list[SuggestionPublic]
 
 
 @dataclass(slots=True)
@@ -99,7 +99,7 @@ async def _item_features(session: AsyncSession, item_ids: Sequence[uuid.UUID] | 
 async def suggestions(
     session: AsyncSession, *, settings: Settings, now: datetime, days: int = 30, min_reassignments: int = 5,
     min_share: float = 0.6,
-) -> SuggestionsOut:  # fmt: skip
+) -> SuggestionsPublic:  # fmt: skip
     """Rules that would have sent items where responders keep moving them."""
     since = now - timedelta(days=days)
     events = (
@@ -135,7 +135,7 @@ async def suggestions(
             group.last = event.at
             group.moved_from[_owner(event.before)] += 1
     everything = await _item_features(session, None, since)
-    found: list[Suggestion] = []
+    found: list[SuggestionPublic] = []
     for (feature, value, to_owner), group in groups.items():
         share = group.count / per_kind[(feature, value)]
         if group.count < min_reassignments or share < min_share:
@@ -151,9 +151,9 @@ async def suggestions(
             "when": {"field": feature, "op": "eq", "value": value},
             "then": {"assign": {"to": kind_name, kind_name: target}},
         }
-        found.append(Suggestion(
+        found.append(SuggestionPublic(
             rule=rule,
-            evidence=Evidence(
+            evidence=EvidencePublic(
                 reassignments=group.count, share=round(share, 3), responders=len(group.actors),
                 first_at=group.first or now, last_at=group.last or now, moved_from=dict(group.moved_from),
                 precision=round(now_there / len(kind), 3) if kind else 0.0, items_of_kind=len(kind),
@@ -161,7 +161,7 @@ async def suggestions(
             simulation=await _simulate_adding(session, rule, settings=settings, now=now),
         ))  # fmt: skip
     found.sort(key=lambda s: (-s.evidence.reassignments, -s.evidence.share))
-    return SuggestionsOut(since=since, suggestions=found)
+    return SuggestionsPublic(since=since, suggestions=found)
 
 
 async def _simulate_adding(
@@ -171,7 +171,7 @@ async def _simulate_adding(
     the same plans reroute would apply, with loads and round robin evolving item by item)."""
     live = await rules.current(session)
     draft = RulesetIn.model_validate({"rules": [rule, *[r.model_dump(mode="json") for r in live.rules]]})
-    window = replay.resolve_window(replay.Window(), now=now)
+    window = replay.resolve_window(replay.WindowIn(), now=now)
     ids = await replay.window_ids(session, window, limit=settings.simulation_sync_max_comments)
     result = await replay.difference(session, ids, compile_ruleset(draft, version=live.version + 1), now=now)
     keys = ("comments", "rerouted", "moved", "kept", "moves", "load", "sla_hours")

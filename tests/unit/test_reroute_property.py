@@ -27,7 +27,7 @@ from service.database import create_engine, create_session_factory, transaction
 from service.models import ItemState, Member, QueueItem, Source, Team, TeamMember
 from service.models.base import utcnow
 from service.routing import RulesetIn, compile_ruleset, dispatch, replay, rules, simulation
-from service.routing.rules import RulesetPut
+from service.routing.rules import RulesetVersionIn
 from service.settings import Settings
 from tests.queue_seed import classification, seed_processed
 
@@ -146,7 +146,9 @@ async def build(factory: Any, world: dict[str, Any]) -> None:
         for t, members in TEAMS.items():
             for position, m in enumerate(members):
                 session.add(TeamMember(team_id=t, member_id=m, position=position))
-        await rules.replace(session, data=RulesetPut.model_validate({"rules": world["live"]}), actor="test", now=now)
+        await rules.replace(
+            session, data=RulesetVersionIn.model_validate({"rules": world["live"]}), actor="test", now=now
+        )
     async with transaction(factory) as session:
         comment_ids = await seed_processed(session, source="s", docs=world["docs"], now=now)
     async with transaction(factory) as session:
@@ -183,10 +185,10 @@ async def scenario(url: str, world: dict[str, Any]) -> None:
         before = await snapshot(factory)
         async with transaction(factory) as session:  # apply the draft, then reroute the same window
             await rules.replace(
-                session, data=RulesetPut.model_validate({"rules": world["draft"]}), actor="test", now=now
+                session, data=RulesetVersionIn.model_validate({"rules": world["draft"]}), actor="test", now=now
             )
             done = await simulation.reroute(
-                session, data=simulation.RerouteIn(window=replay.Window(last=WINDOW)), actor="admin",
+                session, data=simulation.RerouteIn(window=replay.WindowIn(last=WINDOW)), actor="admin",
                 settings=Settings(simulation_sync_max_comments=WINDOW), now=now,
             )  # fmt: skip
         after = await snapshot(factory)
@@ -204,7 +206,7 @@ async def scenario(url: str, world: dict[str, Any]) -> None:
 
         async with transaction(factory) as session:  # and once more: nothing left to do
             again = await simulation.reroute(
-                session, data=simulation.RerouteIn(window=replay.Window(last=WINDOW)), actor="admin",
+                session, data=simulation.RerouteIn(window=replay.WindowIn(last=WINDOW)), actor="admin",
                 settings=Settings(simulation_sync_max_comments=WINDOW), now=now,
             )  # fmt: skip
         assert (again.rerouted, again.moved) == (0, 0)

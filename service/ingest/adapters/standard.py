@@ -110,7 +110,7 @@ class ThreadIn(_Strict):
     author: PersonIn | None = None
 
 
-class CommentData(_Strict):
+class CommentDataIn(_Strict):
     """A comment as the platform knows it."""
 
     id: str = Field(min_length=1, max_length=200)
@@ -122,7 +122,7 @@ class CommentData(_Strict):
     updated_at: UtcAware | None = Field(None, description="When the body was last edited on the platform.")
 
 
-class DeletedData(_Strict):
+class DeletedDataIn(_Strict):
     """A deleted comment: only its id is needed."""
 
     id: str = Field(min_length=1, max_length=200)
@@ -131,17 +131,17 @@ class DeletedData(_Strict):
 
 class CommentCreated(_Strict):
     type: Literal["comment.created"]
-    data: CommentData
+    data: CommentDataIn
 
 
 class CommentUpdated(_Strict):
     type: Literal["comment.updated"]
-    data: CommentData
+    data: CommentDataIn
 
 
 class CommentDeleted(_Strict):
     type: Literal["comment.deleted"]
-    data: DeletedData
+    data: DeletedDataIn
 
 
 StandardEvent = Annotated[CommentCreated | CommentUpdated | CommentDeleted, Field(discriminator="type")]
