@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.language import LanguageDetector
-from classifiers.training.data import default_data_dir, read_jsonl
+from classifiers.training.data import read_jsonl
+from service.settings import Settings
 
 NON_ENGLISH = [
     "Wann öffnet die Kantine morgens für die Nachtschicht?",
@@ -107,9 +108,11 @@ def row(name: str, n: int, before: int, after: int, undetermined: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $SWITCHBOARD_DATA_DIR or ../shared/data")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: the data_dir setting (SWITCHBOARD_DATA_DIR)"
+    )
     args = parser.parse_args(argv)
-    data_dir: Path = args.data_dir or default_data_dir()
+    data_dir: Path = args.data_dir or Settings().data_dir
     language = LanguageDetector()
     language.load()
     print(f"English validation splits in {data_dir}: heads withheld (supported: false) under each rule\n")

@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.classify import comments, rate
 from classifiers.encoder import Encoder
+from service.settings import Settings
 
 
 def _cached_torch(encoder: Encoder) -> Callable[[Sequence[str]], np.ndarray]:
@@ -60,7 +61,7 @@ def accuracy(encoders: dict[str, Callable[[Sequence[str]], np.ndarray]], limit: 
 
     from classifiers.heads import Heads, default_heads_dir
     from classifiers.training import metrics
-    from classifiers.training.data import TASKS, default_data_dir, load_task
+    from classifiers.training.data import TASKS, load_task
 
     heads = Heads.load()
     card = json.loads((default_heads_dir() / "card.json").read_text(encoding="utf-8"))
@@ -69,7 +70,7 @@ def accuracy(encoders: dict[str, Callable[[Sequence[str]], np.ndarray]], limit: 
     for task in TASKS:
         if task.name not in heads.names:
             continue
-        val = load_task(task, default_data_dir(), seed=seed, limit=limit, extra=False).val
+        val = load_task(task, Settings().data_dir, seed=seed, limit=limit, extra=False).val
         scores: dict[str, tuple[float, float, float, float]] = {}
         reference = np.zeros(0, dtype=np.int64)
         for name, encode in encoders.items():

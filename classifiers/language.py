@@ -10,9 +10,9 @@ lingua's best guess is a language the heads were not trained on, with confidence
 they were trained on is all but ruled out (below 0.05). That is exactly what ``supported: false`` means. A text
 whose best guess is too weak, or that could still be English, is "und" (undetermined) and treated as the
 organisation's main language: the heads run on "ok, thanks" and on "?" rather than refusing them. Measured on the
-English validation splits of ../shared/data by ``python -m benchmarks.language``: 0.41 % of English texts were
-refused under the earlier rule (best guess another language at 0.25), 0.04 % now, while as many of the
-hand-written non-English comments in that benchmark are withheld as before.
+English validation splits of the labelled data (docs/data-and-models.md) by ``python -m benchmarks.language``:
+0.41 % of English texts were refused under the earlier rule (best guess another language at 0.25), 0.04 % now,
+while as many of the hand-written non-English comments in that benchmark are withheld as before.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SUPPORTED_LANGUAGES = frozenset({"en"})  # what the heads were trained on (all of ../shared/data is English)
+SUPPORTED_LANGUAGES = frozenset({"en"})  # what the heads were trained on (all of their data is English)
 UNDETERMINED = "und"
 _MIN_CONFIDENCE = 0.25  # below this, lingua's best guess is no better than noise on short texts
 _RULED_OUT = 0.05  # another language is confident only if every supported one is below this (benchmarks.language)

@@ -14,7 +14,7 @@ Graphs (never in git; 105 MB fp32, 27 MB int8 for the two-output one):
 
 The files live in a cache folder, one sub-folder per encoder version (base model + adapter), named after the graph,
 the torch, transformers and opset versions of the export (and the onnxruntime version of the quantiser for int8).
-They are exported on first use by whichever process gets there first (an ``fcntl`` lock on the folder; the
+They are exported on first use by whichever process gets there first (a ``filelock`` lock on the folder; the
 others wait and then read the file), written to a temporary name and renamed into place (``os.replace``), so that
 no process ever reads half a file. Every graph is checked against the torch trunk when loaded, freshly exported or
 not (fp32: max abs difference < 1e-4; int8: cosine >= 0.95 on every row); a file that fails to load or to check
@@ -24,7 +24,6 @@ not (fp32: max abs difference < 1e-4; int8: cosine >= 0.95 on every row); a file
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from filelock import FileLock
 
 if TYPE_CHECKING:
     from classifiers.trunk import Trunk
@@ -239,7 +239,7 @@ class _Graph:
         if session is not None:
             return session
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(self.path.parent / ".lock"):
+        with FileLock(self.path.parent / ".lock"):  # between processes and between threads alike
             # Another process may have written it while we waited.
             return self.load_checked() or self.write_locked(make)
 
@@ -261,16 +261,6 @@ class _Graph:
             tmp.unlink(missing_ok=True)
         log.info("made %s in %.1f s", self.path, time.monotonic() - started)
         return session
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class OrtBackend:

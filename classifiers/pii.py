@@ -9,9 +9,10 @@ Four kinds are detected:
   Numbers written with a leading ``+`` are found whatever the region; national numbers (``020 7946 0958``)
   only when a ``default_region`` is given.
 * ``card`` -- payment card numbers: 13-19 digits, optionally grouped with single spaces or dashes, that
-  pass the Luhn check and start with a major industry identifier 2-6 (the card networks).
+  pass the Luhn check (``python-stdnum``) and start with a major industry identifier 2-6 (the card networks).
 * ``iban`` -- IBANs in electronic (``GB82WEST12345698765432``) or print (``GB82 WEST 1234 5698 7654 32``)
-  format, validated against the per-country length table and the ISO 7064 mod-97 check.
+  format, validated by ``python-stdnum``: the country's length and BBAN structure from the SWIFT IBAN registry,
+  the ISO 7064 mod-97 check digits, and the national check digits where stdnum knows them (BE, ES, ME, NO).
 
 Every regular expression here is linear in the length of the input: candidates may only *start* at a token
 boundary (enforced with a fixed-width look-behind) and every repetition is either bounded or
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import phonenumbers
+from stdnum import iban, luhn, numdb
 
 __all__ = ["IBAN_LENGTHS", "PiiFinding", "PiiKind", "find_pii", "redact"]
 
@@ -90,18 +92,6 @@ _CARD_GROUP_SPLIT: Final = re.compile(r"[ -]")
 _CARD_FIRST_DIGITS: Final = frozenset("23456")
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 def _plausible_card(candidate: str) -> bool:
     separators = {ch for ch in candidate if ch in " -"}
     if len(separators) > 1:  # "4111 1111-1111 1111": mixed separators are not how card numbers are written
@@ -113,24 +103,25 @@ def _plausible_card(candidate: str) -> bool:
         if any(not 4 <= len(g) <= 6 for g in groups[:-1]) or len(groups[-1]) > 6:
             return False
     digits = candidate.replace(" ", "").replace("-", "")
-    return digits[0] in _CARD_FIRST_DIGITS and _luhn_ok(digits)
+    return digits[0] in _CARD_FIRST_DIGITS and luhn.is_valid(digits)
 
 
 # --------------------------------------------------------------------------------------------------------
 # IBAN
 
-#: Total IBAN length (country code and check digits included) per country, from the SWIFT IBAN registry.
-IBAN_LENGTHS: Final[dict[str, int]] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
-    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
-    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
-    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
-    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
-}  # fmt: skip
+
+def _iban_lengths() -> dict[str, int]:
+    """Total IBAN length (country code and check digits included) per country: 4 plus the length of the BBAN
+    structure (``4!a6!n8!n``: fixed-length parts) in the SWIFT IBAN registry that python-stdnum ships."""
+    lengths: dict[str, int] = {}
+    for _, low, high, properties, _ in numdb.get("iban").prefixes:
+        if low == high and "bban" in properties:
+            lengths[low] = 4 + sum(int(n) for n in re.findall(r"(\d+)!?[nac]", properties["bban"]))
+    return lengths
+
+
+#: Total IBAN length per country (python-stdnum's copy of the SWIFT IBAN registry).
+IBAN_LENGTHS: Final[dict[str, int]] = _iban_lengths()
 
 _IBAN_RE: Final = re.compile(
     # Zero-width match at every token start that looks like "CCdd": the candidate is captured inside a
@@ -147,13 +138,9 @@ _IBAN_RE: Final = re.compile(
 )
 
 
-def _iban_checksum_ok(iban: str) -> bool:
-    check_digits = iban[2:4]
-    if check_digits in ("00", "01", "99"):  # never issued: valid check digits are 02..98
-        return False
-    rearranged = iban[4:] + iban[:4]
-    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(numeric) % 97 == 1
+def _iban_ok(compact: str) -> bool:
+    # Check digits 00, 01 and 99 are never issued (valid ones are 02..98) but can pass the mod-97 check.
+    return compact[2:4] not in ("00", "01", "99") and iban.is_valid(compact)
 
 
 def _iban_length(candidate: str) -> int | None:
@@ -176,7 +163,7 @@ def _iban_length(candidate: str) -> int | None:
             if end < len(candidate) and candidate[end] != " ":
                 return None  # the cut falls inside a group (or the electronic format is too long)
             compact = candidate[:end].replace(" ", "").upper()
-            return end if _iban_checksum_ok(compact) else None
+            return end if _iban_ok(compact) else None
     return None  # too short for the country
 
 

@@ -76,7 +76,7 @@ def document_problems(app: FastAPI) -> None:
         for operations in document.get("paths", {}).values():
             for operation in operations.values():
                 if operation.get("security") and "429" not in operation.get("responses", {}):
-                    # Every route behind an API key is rate-limited per key (service.ratelimit, in get_principal).
+                    # Every route behind an API key is rate-limited per key (routers.deps.get_principal).
                     operation["responses"]["429"] = rate_limited_response()
                 for status, response in operation.get("responses", {}).items():
                     if status[0] in "45":

@@ -173,7 +173,7 @@ def train(ctx: typer.Context) -> None:
     """Train the classification heads from the labelled data (options: `switchboard train --help`)."""
     from classifiers.training.train import main as train_main
 
-    raise typer.Exit(train_main(ctx.args))
+    raise typer.Exit(train_main(ctx.args, data_dir=Settings().data_dir))
 
 
 @app.command(context_settings=_FORWARD, add_help_option=False)
@@ -181,7 +181,7 @@ def evaluate(ctx: typer.Context) -> None:
     """Print every head's validation score against the published baselines (`switchboard evaluate --help`)."""
     from classifiers.training.evaluate import main as evaluate_main
 
-    raise typer.Exit(evaluate_main(ctx.args))
+    raise typer.Exit(evaluate_main(ctx.args, data_dir=Settings().data_dir))
 
 
 @app.command("evaluate-topics", context_settings=_FORWARD, add_help_option=False)
@@ -189,7 +189,7 @@ def evaluate_topics(ctx: typer.Context) -> None:
     """Print few-shot topic accuracy and out-of-scope recall (`switchboard evaluate-topics --help`)."""
     from classifiers.training.topics_eval import main as topics_main
 
-    raise typer.Exit(topics_main(ctx.args))
+    raise typer.Exit(topics_main(ctx.args, data_dir=Settings().data_dir))
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def render_card(card: dict[str, Any]) -> str:
         "scored better on held-out train) is the argmax of probability / training frequency of the label, "
         "which favours the macro metric while the probabilities themselves stay calibrated. The val-optimal "
         "thresholds of the binary heads are chosen on val itself (their scores are optimistic); they are "
-        "reported for the settings to come, the artefact decides by argmax.",
+        "reported as a guide for the threshold settings (default 0.5, the same decision as argmax).",
         "",
     ]
     comparisons: dict[str, Any] = card.get("comparisons", {})

@@ -1,15 +1,17 @@
 """The labelled data of the heads: where it is, which folder feeds which head, and seeded splits of it.
 
-The data lives outside the project (never copied into it): by default in ``shared/data`` next to the project
-folder, or wherever ``SWITCHBOARD_DATA_DIR`` points. Each folder holds ``train.jsonl`` (and usually
-``val.jsonl``), one ``{"text": ..., "label": ...}`` object per line.
+The data lives outside the project (never copied into it), in the folder the caller passes: the setting
+``data_dir`` (``SWITCHBOARD_DATA_DIR``, read by ``service.settings.Settings``; default :func:`default_data_dir`,
+``shared/data`` next to the project folder) under the ``switchboard`` commands, ``--data-dir`` otherwise. Each
+dataset folder in it holds ``train.jsonl`` (and usually ``val.jsonl``), one ``{"text": ..., "label": ...}`` object
+per line; :data:`TASKS` says which folder feeds which head.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import os
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ __all__ = [
     "Source",
     "Task",
     "TaskData",
+    "add_data_dir_argument",
     "default_data_dir",
     "load_task",
     "rng_for",
@@ -40,11 +43,25 @@ class DataMissing(FileNotFoundError):
 
 
 def default_data_dir() -> Path:
-    """``$SWITCHBOARD_DATA_DIR`` if set, else ``shared/data`` beside the project folder (``../shared/data``)."""
-    configured = os.environ.get("SWITCHBOARD_DATA_DIR")
-    if configured:
-        return Path(configured)
+    """``shared/data`` beside the project folder (``../shared/data``): the default of the ``data_dir`` setting."""
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser, data_dir: Path | None) -> None:
+    """``--data-dir``, defaulting to ``data_dir`` (what the ``switchboard`` commands pass: the ``data_dir`` setting)
+    or, run as ``python -m``, to :func:`default_data_dir`; its help says which."""
+    if data_dir is not None:
+        source = f"{data_dir}, the data_dir setting (SWITCHBOARD_DATA_DIR; unset: ../shared/data beside the project)"
+    else:
+        source = f"{default_data_dir()}, ../shared/data beside the project (the switchboard commands read "
+        source += "SWITCHBOARD_DATA_DIR instead)"
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=data_dir if data_dir is not None else default_data_dir(),
+        help=f"the labelled data: one folder per dataset, each with train.jsonl (and val.jsonl) of "
+        f'{{"text", "label"}} lines; which feeds which head: classifiers/training/data.py (default: {source})',
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
-"""Evaluate the committed heads on the val splits and print a table next to the project's reference numbers.
+"""Evaluate the committed heads on the val splits and print a table next to the published reference numbers.
 
     python -m classifiers.training.evaluate [--data-dir DIR] [--heads-dir classifiers/artefacts/heads]
 
-The reference baselines and targets are those of the issue (frozen all-MiniLM-L6-v2 + logistic regression,
-measured on the held-back official *test* splits); the scores here are on *val* (employee-pros-cons: the
-seeded 10% of train held out at training time), so compare with care. The "contains ?" rule is scored on the
-same DailyDialog val turns as the needs_answer head.
+The baselines are the data sets' published reference points (frozen all-MiniLM-L6-v2 + logistic regression,
+measured on the held-back official *test* splits) and the targets the scores the product aims for; the scores
+here are on *val* (employee-pros-cons: the seeded 10% of train held out at training time), so compare with care.
+The "contains ?" rule is scored on the same DailyDialog val turns as the needs_answer head.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from classifiers.encoder import Encoder
 from classifiers.heads import Heads, default_heads_dir
 from classifiers.training import metrics
-from classifiers.training.data import TASKS, Task, default_data_dir, load_task
+from classifiers.training.data import TASKS, Task, add_data_dir_argument, load_task
 from classifiers.training.embeddings import default_cache_dir, embed
 
 __all__ = [
@@ -47,11 +47,11 @@ class EvalRow:
     split: str
     n: int
     score: float  # in [0, 1]
-    baseline: float | None  # reference of the issue, in percent, on the official test split
+    baseline: float | None  # published reference, in percent, on the official test split
     target: float | None  # in percent
 
 
-# task -> (baseline, target), in percent, from the issue.
+# task -> (baseline, target), in percent: the published reference point and the product's aim.
 REFERENCES: dict[str, tuple[float, float]] = {
     "sentiment": (65.8, 71.0),
     "offensive": (72.0, 78.0),
@@ -179,14 +179,15 @@ def format_table(rows: Sequence[EvalRow]) -> str:
     rule = "  ".join("-" * w for w in widths)
     footer = (
         "score: on val (employee pros/cons: the seeded 10% of train held out at training); baseline (frozen "
-        "MiniLM + LR) and target: from the issue, on the official test splits."
+        "MiniLM + LR, published) and target (the aim): on the official test splits."
     )
     return "\n".join([render(header), rule, *(render(line) for line in body), "", footer])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, data_dir: Path | None = None) -> int:
+    """The command line; ``data_dir`` is the default of ``--data-dir`` (the switchboard CLI passes its setting)."""
     parser = argparse.ArgumentParser(prog="python -m classifiers.training.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $SWITCHBOARD_DATA_DIR or ../shared/data")
+    add_data_dir_argument(parser, data_dir)
     parser.add_argument(
         "--heads-dir", type=Path, default=None, help="default: the committed classifiers/artefacts/heads"
     )
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     rows = evaluate(
-        args.data_dir if args.data_dir is not None else default_data_dir(),
+        args.data_dir,
         args.heads_dir if args.heads_dir is not None else default_heads_dir(),
         use_cache=not args.no_cache,
     )

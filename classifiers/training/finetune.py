@@ -2,13 +2,20 @@
 
     python -m classifiers.training.finetune [--layers 2] [--rank 16] [--minutes 42] [--steps 20000] [--seed 0]
         [--out DIR] [--heads-out DIR] [--work var/finetune] [--limit N] [--resume] [--export-only] [--no-export]
+        [--init-heads DIR] [--data-dir DIR]
+
+Stages: (1) the heads on the plain (frozen) encoder that the fine-tune starts from, trained by
+``classifiers.training.train`` into ``--work``/frozen-heads (reused when they are there; skipped with
+``--init-heads``); (2) the fine-tune; (3) the export into ``--out`` (default the committed
+``classifiers/artefacts/adapter``) and ``--heads-out`` (default the committed ``classifiers/artefacts/heads``). So
+the command in the committed card rebuilds both artefacts from a clean checkout and the data folder alone.
 
 Training: LoRA factors (rank ``--rank``, scale alpha/rank) on the attention query/key/value/output and both
 feed-forward linears of the top ``--layers`` transformer layers; every base weight stays frozen (the frozen model
 runs without dropout; the LoRA inputs have dropout 0.1). One shared encoder pass per mixed batch (each slot's
 task drawn with probability proportional to the square root of its training size), mean pooling + L2
 normalisation as in the product, and one linear head per task on the pooled embedding (initialised from the
-committed frozen-encoder heads); ``needs_answer`` also gets a "lexical" twin head that reads the embedding plus
+frozen-encoder heads of stage 1); ``needs_answer`` also gets a "lexical" twin head that reads the embedding plus
 :data:`classifiers.lexical.FEATURES`. Loss: the mean cross-entropy over the batch (unweighted, so that the
 heads' probabilities keep the label shares); AdamW, linear warm-up then linear decay to zero.
 
@@ -58,7 +65,7 @@ from classifiers.training.data import (
     TASKS,
     Examples,
     Task,
-    default_data_dir,
+    add_data_dir_argument,
     load_task,
     rng_for,
     stratified_split,
@@ -91,7 +98,7 @@ class FinetuneConfig:
     warmup_fraction: float = 0.05
     checkpoint_every: int = 25
     limit: int | None = None  # rows per split and task (tests, quick runs)
-    init_heads: str | None = None  # folder of frozen-encoder heads to start from (default: the committed ones)
+    init_heads: str | None = None  # folder of frozen-encoder heads to start from (main: stage 1's; else committed)
     threads: int = 2
 
 
@@ -702,6 +709,40 @@ def topic_accuracy(
     return out
 
 
+FROZEN_HEADS = "frozen-heads"  # stage 1's folder inside --work
+
+
+def frozen_heads(data_dir: Path, folder: Path, *, seed: int, limit: int | None) -> Path:
+    """Stage 1: the heads on the plain (frozen) encoder that the fine-tune starts from, as
+    ``python -m classifiers.training.train --seed SEED`` trains them with the adapter off, in ``folder``. Heads
+    already there for the plain encoder, seed and limit are reused (a rerun or ``--resume`` does not train them
+    again)."""
+    from classifiers.training.train import train
+
+    try:
+        Heads.load(folder, encoder_version=Encoder.plain_version())
+        recorded = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        if recorded["seed"] == seed and recorded["limit"] == limit:
+            log.info("stage 1: reusing the frozen-encoder heads in %s", folder)
+            return folder
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    log.info("stage 1: training the frozen-encoder heads into %s", folder)
+    train(data_dir, folder, limit=limit, seed=seed, encoder=Encoder(adapter=False, backend="torch"))
+    return folder
+
+
+def _frozen_baseline(folder: Path) -> dict[str, float]:
+    """The val scores in the card of frozen-encoder heads (the card's baseline column); {} if there are none."""
+    card = folder / "card.json"
+    if not card.is_file():
+        return {}
+    recorded = json.loads(card.read_text(encoding="utf-8"))
+    if not recorded.get("encoder", {}).get("frozen"):
+        return {}
+    return {name: float(h["val_score"]) for name, h in recorded["heads"].items() if "val_score" in h}
+
+
 def _training_command(config: dict[str, Any]) -> str:
     """The command line that trains (and exports) with ``config``."""
     words = ["python", "-m", "classifiers.training.finetune"]
@@ -712,9 +753,10 @@ def _training_command(config: dict[str, Any]) -> str:
     return shlex.join(words)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, data_dir: Path | None = None) -> int:
+    """The command line; ``data_dir`` is the default of ``--data-dir`` (the switchboard CLI passes its setting)."""
     parser = argparse.ArgumentParser(prog="python -m classifiers.training.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $SWITCHBOARD_DATA_DIR or ../shared/data")
+    add_data_dir_argument(parser, data_dir)
     parser.add_argument(
         "--out", type=Path, default=None, help="adapter folder (default: classifiers/artefacts/adapter)"
     )
@@ -728,14 +770,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--init-heads",
         default=None,
-        help="frozen-encoder heads to start from (default: the committed heads if they are of the plain "
-        "embedding; the shipped run started from heads-20261122-14840086 of `classifiers.training.train --seed 0`)",
+        help="frozen-encoder heads to start from (default: stage 1 trains them into --work/frozen-heads with "
+        "`classifiers.training.train --seed SEED` on the plain encoder, or reuses them from there)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint in --work, no training")
     parser.add_argument("--no-export", action="store_true", help="train only")
     parser.add_argument(
-        "--heads-out", type=Path, default=None, help="heads folder (default: heads/ inside the --out folder)"
+        "--heads-out",
+        type=Path,
+        default=None,
+        help="heads folder (default: the committed classifiers/artefacts/heads, or heads/ inside --out if given)",
     )
     parser.add_argument("--topic-draws", type=int, default=3, help="banking77 draws (0: skip the topic check)")
     args = parser.parse_args(argv)
@@ -745,23 +790,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_length=args.max_length, lr=args.lr, head_lr=args.head_lr, steps=args.steps, minutes=args.minutes,
         checkpoint_every=args.checkpoint_every, limit=args.limit, threads=args.threads, init_heads=args.init_heads,
     )  # fmt: skip
-    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    data_dir = args.data_dir
     work = args.work if args.work is not None else Path(__file__).resolve().parents[2] / "var" / "finetune"
+    command = _training_command(_config_dict(config))  # the rebuild command: stage 1's folder is implied
+    frozen = Path(config.init_heads) if config.init_heads else work / FROZEN_HEADS
     if not args.export_only:
+        if config.init_heads is None:
+            frozen_heads(data_dir, frozen, seed=config.seed, limit=config.limit)
+            config = dataclasses.replace(config, init_heads=str(frozen))
         summary = finetune(data_dir, work, config, resume=args.resume)
         log.info("trained %d steps in %.0f s", summary["steps"], summary["seconds"])
     if args.no_export:
         return 0
     out = args.out if args.out is not None else default_adapter_dir()
-    heads_out = args.heads_out if args.heads_out is not None else out / "heads"
-    frozen_card = default_heads_dir() / "card.json"
-    baseline: dict[str, float] = {}
-    if frozen_card.is_file():
-        recorded = json.loads(frozen_card.read_text(encoding="utf-8"))
-        if recorded.get("encoder", {}).get("frozen"):
-            baseline = {name: float(h["val_score"]) for name, h in recorded["heads"].items() if "val_score" in h}
-    card = export(data_dir, work, out, heads_out, limit=config.limit, baseline=baseline)
-    card["command"] = _training_command(card["training"]["config"])
+    heads_out = args.heads_out
+    if heads_out is None:  # the committed pair by default; beside an adapter written elsewhere otherwise
+        heads_out = default_heads_dir() if args.out is None else out / "heads"
+    card = export(data_dir, work, out, heads_out, limit=config.limit, baseline=_frozen_baseline(frozen))
+    card["command"] = command
     words = ["python", "-m", "classifiers.training.finetune", *(argv if argv is not None else sys.argv[1:])]
     card["export_command"] = shlex.join(words)
     if args.topic_draws > 0:

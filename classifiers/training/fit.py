@@ -1,5 +1,5 @@
 """Fitting heads on fixed embeddings with torch: L2-regularised multinomial logistic regression (full-batch
-L-BFGS) and temperature scaling.
+L-BFGS, :mod:`classifiers.logistic`) and temperature scaling.
 
 Everything runs in float64 on the CPU, single-threaded by default where it matters for bit-exact reruns
 (:func:`deterministic`), and draws randomness only from explicit seeds.
@@ -13,6 +13,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
+from classifiers.logistic import fit_logistic_path
 
 __all__ = ["Layers", "deterministic", "fit_linear", "fit_linear_path", "fit_temperature", "logits"]
 
@@ -58,36 +60,10 @@ def fit_linear_path(
     *,
     max_iter: int = 500,
 ) -> dict[float, Layers]:
-    """:func:`fit_linear` for several weight decays: fitted from the strongest to the weakest, each one
-    starting from the previous solution (the first from zero weights), which makes the weakly regularised fits
-    (slow to converge from zero) cheap. Full-batch L-BFGS with strong-Wolfe line search: deterministic, no
-    seed involved."""
-    features = torch.from_numpy(np.asarray(x, dtype=np.float64))
-    target = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    w = torch.zeros((k, features.shape[1]), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    out: dict[float, Layers] = {}
-    for weight_decay in sorted(set(weight_decays), reverse=True):
-        optimiser = torch.optim.LBFGS(
-            [w, b],
-            lr=1.0,
-            max_iter=max_iter,
-            tolerance_grad=1e-6,
-            tolerance_change=1e-10,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure(optimiser: torch.optim.LBFGS = optimiser, weight_decay: float = weight_decay) -> torch.Tensor:
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(features @ w.T + b, target)
-            loss = loss + 0.5 * weight_decay * (w * w).sum()
-            loss.backward()  # type: ignore[no-untyped-call]
-            return loss
-
-        optimiser.step(closure)  # type: ignore[no-untyped-call]
-        out[weight_decay] = ((w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)),)
-    return out
+    """:func:`fit_linear` for several weight decays, warm-started from the strongest to the weakest
+    (:func:`classifiers.logistic.fit_logistic_path`, the fitter the topics use too): deterministic, no seed."""
+    path = fit_logistic_path(x, y, k, weight_decays, max_iter=max_iter)
+    return {wd: ((w.astype(np.float32), b.astype(np.float32)),) for wd, (w, b) in path.items()}
 
 
 def logits(layers: Layers, x: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -31,8 +31,9 @@ classification at ``other_threshold=-1`` gives the product's answer at every thr
 when its best topic's score is below the threshold.
 
 Embeddings of the data files are cached in ``var/cache/topic-embeddings`` (gitignored) under the data file's
-sha256, the encoder version and the rows selected, so that reruns only classify. The data is read from
-:func:`~classifiers.training.data.default_data_dir` (``$SWITCHBOARD_DATA_DIR`` or ``../shared/data``).
+sha256, the encoder version and the rows selected, so that reruns only classify. The data is read from ``--data-dir``
+(under ``switchboard evaluate-topics``: the ``data_dir`` setting, ``SWITCHBOARD_DATA_DIR``; see
+:mod:`classifiers.training.data`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from classifiers.topics import (
     TopicModel,
     TopicSpec,
 )
-from classifiers.training.data import default_data_dir, read_jsonl
+from classifiers.training.data import add_data_dir_argument, read_jsonl
 from classifiers.training.embeddings import encode_logged, save_atomic
 
 __all__ = [
@@ -858,11 +859,12 @@ def evaluate_topics(
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, data_dir: Path | None = None) -> int:
+    """The command line; ``data_dir`` is the default of ``--data-dir`` (the switchboard CLI passes its setting)."""
     parser = argparse.ArgumentParser(
         prog="python -m classifiers.training.topics_eval", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default: %(default)s)")
+    add_data_dir_argument(parser, data_dir)
     parser.add_argument("--draws", type=int, default=5, help="seeded draws of the examples per setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="cap every data file at this many rows (tests)")
@@ -870,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the encoder backend (default: torch)")
     parser.add_argument("--tasks", nargs="+", choices=[BANKING, TICKETS, CLINC], default=None, help="default: all")
     args = parser.parse_args(argv)
-    data_dir: Path = args.data_dir if args.data_dir is not None else default_data_dir()
+    data_dir = args.data_dir
     if not data_dir.is_dir():
         sys.stderr.write(f"data folder {data_dir} does not exist: set SWITCHBOARD_DATA_DIR or pass --data-dir\n")
         return 2

@@ -37,6 +37,7 @@ from classifiers.training.data import (
     Examples,
     Task,
     TaskData,
+    add_data_dir_argument,
     default_data_dir,
     load_task,
     rng_for,
@@ -416,9 +417,10 @@ DECISIONS: dict[str, str] = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, data_dir: Path | None = None) -> int:
+    """The command line; ``data_dir`` is the default of ``--data-dir`` (the switchboard CLI passes its setting)."""
     parser = argparse.ArgumentParser(prog="python -m classifiers.training.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: $SWITCHBOARD_DATA_DIR or ../shared/data")
+    add_data_dir_argument(parser, data_dir)
     parser.add_argument("--out", type=Path, default=None, help="default: classifiers/artefacts/heads")
     parser.add_argument("--limit", type=int, default=None, help="at most N rows per split and task (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -428,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     scores = train(
-        args.data_dir if args.data_dir is not None else default_data_dir(),
+        args.data_dir,
         args.out if args.out is not None else default_heads_dir(),
         limit=args.limit,
         seed=args.seed,

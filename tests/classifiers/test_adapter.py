@@ -14,7 +14,6 @@ from classifiers.encoder import Encoder
 from classifiers.heads import Heads, HeadsError, HeadWeights, LexicalVariant, write_heads
 from classifiers.lexical import FEATURES, lexical_features
 from classifiers.pipeline import Pipeline
-from classifiers.training.data import default_data_dir
 from classifiers.training.finetune import (
     FinetuneConfig,
     _load_model,
@@ -24,6 +23,7 @@ from classifiers.training.finetune import (
     inject_lora,
     topic_accuracy,
 )
+from classifiers.training.finetune import main as finetune_main
 
 TEXTS = ["Why is the canteen closed again?", "Great work on the new payslips!", "ok", "The VPN drops every hour."]
 
@@ -150,10 +150,7 @@ def test_lexical_features_see_questions_and_requests() -> None:
         lexical_features("one text")
 
 
-def test_finetune_runs_end_to_end_on_a_tiny_subset(tmp_path: Path, encoder: Encoder) -> None:
-    data_dir = default_data_dir()
-    if not data_dir.is_dir():
-        pytest.skip(f"labelled data folder {data_dir} is missing (set SWITCHBOARD_DATA_DIR to the shared data)")
+def test_finetune_runs_end_to_end_on_a_tiny_subset(tmp_path: Path, encoder: Encoder, data_dir: Path) -> None:
     config = FinetuneConfig(limit=30, steps=4, checkpoint_every=2, layers=1, rank=2, batch_size=8, max_length=32)
     summary = finetune(data_dir, tmp_path / "work", config)
     assert summary["steps"] == 4
@@ -175,6 +172,30 @@ def test_finetune_runs_end_to_end_on_a_tiny_subset(tmp_path: Path, encoder: Enco
     assert set(results[0]) == set(heads.names)
     # Resuming a finished run is a no-op that keeps the checkpoint.
     assert finetune(data_dir, tmp_path / "work", config, resume=True)["steps"] == 4
+
+
+def test_the_finetune_command_trains_the_heads_it_starts_from(tmp_path: Path, data_dir: Path) -> None:
+    """The command in the card needs no folder of heads from elsewhere: stage 1 trains the frozen-encoder heads
+    into the work folder (and a second run reuses them), the fine-tune starts from them, the card's baseline column
+    comes from them, and the recorded command names no folder."""
+    work, out = tmp_path / "work", tmp_path / "adapter"
+    quick = ["--limit", "30", "--steps", "2", "--checkpoint-every", "1", "--layers", "1", "--rank", "2"]
+    quick += ["--batch-size", "8", "--max-length", "32", "--topic-draws", "0", "--work", str(work), "--out", str(out)]
+    assert finetune_main(quick, data_dir=data_dir) == 0
+    frozen = Heads.load(work / "frozen-heads", encoder_version=Encoder.plain_version())
+    stamp = (work / "frozen-heads" / "heads.npz").stat().st_mtime_ns
+    card = json.loads((out / "heads" / "card.json").read_text(encoding="utf-8"))
+    assert card["command"] == (
+        "python -m classifiers.training.finetune --rank 2 --layers 1 --batch-size 8 --max-length 32 --steps 2 "
+        "--limit 30"
+    )
+    assert card["training"]["config"]["init_heads"] == str(work / "frozen-heads")
+    frozen_card = json.loads((work / "frozen-heads" / "card.json").read_text(encoding="utf-8"))
+    for name in frozen.names:
+        assert card["heads"][name]["baseline_val_score"] == frozen_card["heads"][name]["val_score"]
+    assert Heads.load(out / "heads").encoder_version == Encoder(adapter=out, backend="torch").model_version
+    assert finetune_main(quick, data_dir=data_dir) == 0
+    assert (work / "frozen-heads" / "heads.npz").stat().st_mtime_ns == stamp  # reused, not trained again
 
 
 def _lexical_heads(tmp_path: Path) -> Heads:

@@ -22,7 +22,6 @@ from classifiers.heads import (
     write_heads,
 )
 from classifiers.training import metrics
-from classifiers.training.data import default_data_dir
 
 SHIPPED = ("sentiment", "offensive", "hate", "emotion", "needs_answer")
 
@@ -36,14 +35,6 @@ def heads() -> Heads:
 def card() -> dict[str, Any]:
     card: dict[str, Any] = json.loads((default_heads_dir() / "card.json").read_text(encoding="utf-8"))
     return card
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    folder = default_data_dir()
-    if not folder.is_dir():
-        pytest.skip(f"labelled data folder {folder} is missing (set SWITCHBOARD_DATA_DIR to the shared data)")
-    return folder
 
 
 def _rows(path: Path, rows: list[int]) -> tuple[str, list[str], list[str]]:

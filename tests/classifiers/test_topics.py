@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from classifiers.encoder import Encoder
 from classifiers.topics import DEFAULT_CLASSIFIER_WEIGHT, OTHER, TopicModel, TopicSpec, fingerprint
-from classifiers.training.data import default_data_dir
 
 TAXONOMY = [
     TopicSpec("pay", "Salaries, payslips, bonuses and expenses", (
@@ -137,11 +138,11 @@ def test_the_explanation_shows_the_chosen_topics_closest_example() -> None:
     assert [(n.text, n.similarity) for n in result.nearest] == [("a1", 0.9), ("a2", 0.85), ("b1", 0.7)]
 
 
-def test_the_regression_beats_nearest_examples_on_banking77_with_8_examples_per_topic(encoder: Encoder) -> None:
+def test_the_regression_beats_nearest_examples_on_banking77_with_8_examples_per_topic(
+    encoder: Encoder, need_data: Callable[..., Path]
+) -> None:
     """All 77 intents, the first 8 training texts of each as its examples, the next 3 to classify."""
-    path = default_data_dir() / "banking77" / "train.jsonl"
-    if not path.is_file():
-        pytest.skip(f"shared data not found: no {path} (set SWITCHBOARD_DATA_DIR)")
+    path = need_data("banking77") / "banking77" / "train.jsonl"
     by_label: dict[str, list[str]] = {}
     for line in path.read_text().splitlines():
         if line.strip():

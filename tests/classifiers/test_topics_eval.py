@@ -1,12 +1,14 @@
 """The evaluation of the product's topic model on banking77, it-tickets and clinc150, on a few hundred rows each.
 
-Reads the shared data folder (``$SWITCHBOARD_DATA_DIR`` or ``../shared/data``) and skips when it is not there.
+Reads the labelled data folder (the ``data_dir`` setting: ``$SWITCHBOARD_DATA_DIR`` or ``../shared/data``); skips
+saying so when it is not there, or fails when CI requires it (tests/classifiers/conftest.py).
 Embeddings are cached in ``var/cache/topic-embeddings``: once the full evaluation has run, the subsamples here are
 read from its cache and the test takes a few seconds; on a cold cache it embeds ~2,400 texts first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,6 @@ import pytest
 
 from classifiers.encoder import Encoder
 from classifiers.topics import OTHER, TopicModel, TopicSpec
-from classifiers.training.data import default_data_dir
 from classifiers.training.topics_eval import (
     HELD_OUT,
     K_VALUES,
@@ -36,15 +37,8 @@ FOLDERS = ("banking77", "it-tickets", "clinc150")
 
 
 @pytest.fixture(scope="module")
-def rows(encoder: Encoder) -> list[TopicEvalRow]:
-    data_dir = default_data_dir()
-    missing = [folder for folder in FOLDERS if not (data_dir / folder).is_dir()]
-    if missing:
-        pytest.skip(
-            f"shared data not found: {data_dir} has no {', '.join(missing)} "
-            "(set SWITCHBOARD_DATA_DIR to the folder holding banking77, it-tickets and clinc150)"
-        )
-    return evaluate_topics(data_dir, encoder, draws=1, seed=0, limit=600)
+def rows(encoder: Encoder, need_data: Callable[..., Path]) -> list[TopicEvalRow]:
+    return evaluate_topics(need_data(*FOLDERS), encoder, draws=1, seed=0, limit=600)
 
 
 def test_the_table_has_every_task_and_setting(rows: list[TopicEvalRow]) -> None:

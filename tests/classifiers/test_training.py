@@ -11,20 +11,14 @@ import pytest
 from classifiers.encoder import Encoder
 from classifiers.heads import ARTEFACT_NAME, Heads
 from classifiers.training import metrics
-from classifiers.training.data import TASKS, default_data_dir, load_task, rng_for, stratified_split
+from classifiers.training.data import TASKS, load_task, rng_for, stratified_split
 from classifiers.training.evaluate import evaluate, format_table
 from classifiers.training.fit import deterministic, fit_linear, fit_temperature, logits
+from classifiers.training.train import main as train_main
 from classifiers.training.train import train
+from service.settings import Settings
 
 LIMIT = 120  # rows per split and task: enough to exercise every step, small enough for a test
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    folder = default_data_dir()
-    if not folder.is_dir():
-        pytest.skip(f"labelled data folder {folder} is missing (set SWITCHBOARD_DATA_DIR to the shared data)")
-    return folder
 
 
 def test_training_runs_end_to_end_on_a_subset(encoder: Encoder, data_dir: Path, tmp_path: Path) -> None:
@@ -76,12 +70,20 @@ def test_val_and_holdout_splits_are_seeded_and_disjoint(data_dir: Path) -> None:
     assert len(capped.train[0]) == 30_000
 
 
-def test_default_data_dir_is_the_shared_sibling_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_data_dir_setting_is_the_shared_sibling_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWITCHBOARD_DATA_DIR", raising=False)
     project = Path(__file__).resolve().parents[2]
-    assert default_data_dir() == project.parent / "shared" / "data"
+    assert Settings().data_dir == project.parent / "shared" / "data"
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", "/somewhere/else")
-    assert default_data_dir() == Path("/somewhere/else")
+    assert Settings().data_dir == Path("/somewhere/else")
+
+
+def test_train_help_says_where_the_data_comes_from(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train_main(["--help"], data_dir=Path("/somewhere/else"))  # as `switchboard train --help` calls it
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--data-dir" in help_text
+    assert "/somewhere/else, the data_dir setting (SWITCHBOARD_DATA_DIR;" in help_text
 
 
 def test_stratified_split_keeps_class_proportions() -> None:
