@@ -36,10 +36,6 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def _fold(value: object) -> str | None:
-    return value.casefold() if isinstance(value, str) and value else None
-
-
 Seen: TypeAlias = str | float | bool | None
 
 
