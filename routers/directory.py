@@ -11,7 +11,7 @@ from routers.edge import api_router
 from routers.problems import problem_responses
 from service.directory import members as directory
 from service.directory import teams as team_directory
-from service.models.directory import MemberIn, MemberPublic, MemberUpdate, TeamIn, TeamPublic, TeamUpdate
+from service.directory.schemas import MemberIn, MemberPublic, MemberUpdate, TeamIn, TeamPublic, TeamUpdate
 
 members = api_router(prefix="/v1/admin/members", tags=["admin: members"], responses=problem_responses(401, 403))
 teams = api_router(prefix="/v1/admin/teams", tags=["admin: teams"], responses=problem_responses(401, 403))

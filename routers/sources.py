@@ -10,7 +10,7 @@ from routers.deps import AdminDep, ClockDep, SessionDep, SettingsDep
 from routers.edge import api_router
 from routers.problems import problem_responses
 from service import sources
-from service.models.source import SourceIn, SourcePublic, SourceUpdate, SourceWithSecret
+from service.sources import SourceIn, SourcePublic, SourceUpdate, SourceWithSecret
 
 router = api_router(prefix="/v1/admin/sources", tags=["admin: sources"], responses=problem_responses(401, 403))
 

@@ -9,7 +9,7 @@ from routers.edge import api_router
 from routers.params import RowId
 from routers.problems import problem_responses
 from service.classification import topics
-from service.models.topic import TopicIn, TopicPublic, TopicUpdate
+from service.classification.topics import TopicIn, TopicPublic, TopicUpdate
 
 router = api_router(prefix="/v1/admin/topics", tags=["admin: topics"], responses=problem_responses(401, 403))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -15,7 +16,7 @@ from service.audit import chain as audit
 from service.errors import AlreadyExists, NotFound
 from service.inputs import set_fields
 from service.models import Source
-from service.models.source import SourceIn, SourcePublic, SourceUpdate, SourceWithSecret
+from service.models.source import SLUG_PATTERN, SourceKind, ThresholdName
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (Standard Webhooks' prefix for secrets, not a secret)
 
@@ -153,3 +154,45 @@ async def rotate_secret(
         after={"previous_secret_expires_at": source.previous_secret_expires_at.isoformat()},
     )
     return _with_secret(source)
+
+
+class SourceIn(BaseModel):
+    """Body of POST /v1/admin/sources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str = Field(pattern=SLUG_PATTERN, description="URL name: lower-case letters, digits and dashes.")
+    name: str = Field(min_length=1, max_length=200)
+    kind: SourceKind = SourceKind.standard
+
+
+class SourceUpdate(BaseModel):
+    """Body of PATCH /v1/admin/sources/{slug}; absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    active: bool | None = Field(None, strict=True, description="An inactive source's webhooks are refused with 403.")
+    thresholds: dict[ThresholdName, Annotated[float, Field(ge=0, le=1, strict=True)]] | None = Field(
+        None, description="Replace this source's head thresholds, e.g. {'offensive': 0.8}; {} resets to defaults."
+    )
+
+
+class SourcePublic(BaseModel):
+    """A source as admins see it (never its secret)."""
+
+    slug: str
+    name: str
+    kind: SourceKind
+    active: bool
+    thresholds: dict[str, float]
+    webhook_path: str
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SourceWithSecret(SourcePublic):
+    """A source with its signing secret: returned once, on creation and on rotation."""
+
+    secret: str = Field(description="Standard Webhooks signing secret (whsec_...). Shown only this once.")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -16,7 +17,7 @@ from service.classification import reclassify
 from service.errors import AlreadyExists, InvalidPayload, NotFound
 from service.inputs import set_fields
 from service.models import Topic
-from service.models.topic import MAX_EXAMPLE_LENGTH, TopicIn, TopicPublic, TopicUpdate
+from service.models.topic import MAX_EXAMPLE_LENGTH, MAX_EXAMPLES
 from service.settings import Settings
 
 
@@ -116,3 +117,34 @@ async def delete(
         before=_audit_view(topic),
     )  # fmt: skip
     return await reclassify.enqueue_recent(session, settings=settings, now=now)
+
+
+class TopicIn(BaseModel):
+    """Body of POST /v1/admin/topics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\s].*$", description="Unique; not 'other'.")
+    description: str | None = Field(None, max_length=2000)
+    examples: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+
+
+class TopicUpdate(BaseModel):
+    """Body of PATCH /v1/admin/topics/{id}; absent fields stay as they are, `examples` replaces the list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\s].*$")
+    description: str | None = Field(None, max_length=2000)
+    examples: list[str] | None = Field(None, max_length=MAX_EXAMPLES)
+
+
+class TopicPublic(BaseModel):
+    """A topic as admins see it."""
+
+    id: int
+    name: str
+    description: str | None
+    examples: list[str]
+    created_at: datetime
+    updated_at: datetime

@@ -19,6 +19,12 @@ from sqlmodel import col
 
 from service.audit import chain as audit
 from service.database import table
+from service.directory.schemas import (
+    ExternalIdIn,
+    MemberIn,
+    MemberPublic,
+    MemberUpdate,
+)
 from service.directory.teams import get_team, team_audit, team_views
 from service.directory.writes import check_id_free, check_not_in_rules, serialise
 from service.errors import AlreadyExists, InvalidPayload, InvalidState, NotFound
@@ -26,12 +32,6 @@ from service.inputs import set_fields
 from service.items import transitions as items
 from service.models import ApiKey, Member, MemberIdentity, Source, Team, TeamMember
 from service.models.base import to_schema
-from service.models.directory import (
-    ExternalIdIn,
-    MemberIn,
-    MemberPublic,
-    MemberUpdate,
-)
 
 
 async def get_member(session: AsyncSession, member_id: str, *, for_update: bool = False) -> Member:

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service.audit import chain as audit
+from service.directory.schemas import TeamIn, TeamPublic, TeamUpdate
 from service.directory.writes import check_id_free, check_not_in_rules, serialise
 from service.errors import InvalidPayload, NotFound
 from service.inputs import set_fields
 from service.items import transitions as items
 from service.models import Member, Team, TeamMember
 from service.models.base import to_schema
-from service.models.directory import TeamIn, TeamPublic, TeamUpdate
 
 
 async def get_team(session: AsyncSession, team_id: str, *, for_update: bool = False) -> Team:

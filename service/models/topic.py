@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -43,34 +42,3 @@ class Label(SQLModel, table=True):
     flags: dict[str, Any] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     actor: str = SQLField(sa_column=sa.Column(sa.String(200), nullable=False))
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column(index=True))
-
-
-class TopicIn(BaseModel):
-    """Body of POST /v1/admin/topics."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\s].*$", description="Unique; not 'other'.")
-    description: str | None = Field(None, max_length=2000)
-    examples: list[str] = Field(default_factory=list, max_length=MAX_EXAMPLES)
-
-
-class TopicUpdate(BaseModel):
-    """Body of PATCH /v1/admin/topics/{id}; absent fields stay as they are, `examples` replaces the list."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\s].*$")
-    description: str | None = Field(None, max_length=2000)
-    examples: list[str] | None = Field(None, max_length=MAX_EXAMPLES)
-
-
-class TopicPublic(BaseModel):
-    """A topic as admins see it."""
-
-    id: int
-    name: str
-    description: str | None
-    examples: list[str]
-    created_at: datetime
-    updated_at: datetime
