@@ -25,11 +25,9 @@ from service.items import transitions as items
 from service.models import Comment, ItemState, QueueItem, Resolution, Team
 from service.models.queue import CLOSED_STATES, NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
 from service.routing import CompiledRuleset, Decision, Directory, MemberInfo, rules
-from service.routing.context import Context, contexts, facts_of, load_directory
+from service.routing.context import Context, contexts, load_directory
 from service.routing.facts import label_of
 from service.routing.placement import ROUTING_ACTOR, Placer
-
-__all__ = ["ROUTING_ACTOR", "Context", "Dispatcher", "due_at", "facts_of", "load_directory"]
 
 log = logging.getLogger(__name__)
 
