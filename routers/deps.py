@@ -21,6 +21,7 @@ from service.database import SessionFactory
 from service.jobs.backends import JobBackend
 from service.models import Role
 from service.models.base import utcnow
+from service.outbound.runner import InlineRunner
 from service.settings import Settings
 
 
@@ -35,6 +36,7 @@ class Services:
     classifiers: ClassifierProvider
     rate_limiter: RateLimiter
     clock: Callable[[], datetime] = field(default=utcnow)
+    outbound: InlineRunner | None = None  # the in-process delivery loop (embedded deployment only)
 
 
 def get_services(request: Request) -> Services:

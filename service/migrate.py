@@ -10,6 +10,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from service import crypto
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -47,3 +50,11 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(_current)
+
+
+async def encrypt_secrets(engine: AsyncEngine, keyring: crypto.Keyring, *, rotate: bool = False) -> int:
+    """Encrypt the secrets an older version stored in plaintext (with `rotate`: re-encrypt every one under the
+    newest key). Idempotent; returns how many values were rewritten."""
+    import service.tables  # noqa: F401  (registers every table, so every encrypted column is found)
+
+    return await crypto.encrypt_all(engine, keyring, SQLModel.metadata, rotate=rotate)

@@ -152,6 +152,48 @@ class Settings(BaseSettings):
         900, gt=0, description="A simulation running longer than this is presumed lost and run again."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys for secrets at rest (credentials, signing secrets): the first "
+        "encrypts, all decrypt. Required with PostgreSQL; on SQLite, unset means a key generated into "
+        "`encryption_key_file` on first start. Make one with `switchboard generate-encryption-key`.",
+    )
+    encryption_key_file: Path | None = Field(
+        None,
+        description="Where the embedded deployment keeps its generated key; default: encryption.keys beside "
+        "the SQLite file (var/).",
+    )
+    public_base_url: str = Field(
+        "http://localhost:8000",
+        max_length=500,
+        description="Switchboard's address as people reach it: links in notifications are built from it.",
+    )
+    outbound_max_attempts: int = Field(10, ge=1, le=100, description="Attempts before an outbound delivery is dead.")
+    outbound_backoff_seconds: float = Field(
+        2, ge=0, description="Base of the exponential retry delay of an outbound delivery (full jitter)."
+    )
+    outbound_backoff_cap_seconds: float = Field(
+        900, ge=0, description="Longest retry delay of an outbound delivery (a Retry-After may ask for more)."
+    )
+    outbound_timeout_seconds: float = Field(10, gt=0, description="How long one outbound attempt may take.")
+    outbound_concurrency_per_target: int = Field(
+        4, ge=1, le=64, description="Deliveries in flight at once to one target (a platform or a channel)."
+    )
+    outbound_rate_per_target_per_minute: int = Field(
+        600, ge=0, description="Deliveries per minute to one target (a platform or a channel); 0: no limit."
+    )
+    outbound_poll_seconds: float = Field(
+        1, gt=0, description="How often due outbound deliveries (retries whose delay ran out) are looked for."
+    )
+    outbound_lease_seconds: float = Field(
+        60, gt=0, description="A delivery attempt not finished within this time is presumed lost and made again."
+    )
+    notify_quiet_seconds: float = Field(
+        10, ge=0, description="Notifications to one recipient are sent once none has arrived for this long ..."
+    )
+    notify_batch_seconds: float = Field(
+        60, ge=0, description="... or once the oldest has waited this long: a burst becomes one message."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,13 +15,10 @@ from service.errors import AlreadyExists, NotFound
 from service.inputs import set_fields
 from service.models import Source
 from service.models.source import SLUG_PATTERN, SourceKind, ThresholdName
+from service.outbound import platform
+from service.signing import generate_secret
 
-SECRET_PREFIX = "whsec_"  # noqa: S105  (Standard Webhooks' prefix for secrets, not a secret)
-
-
-def generate_secret() -> str:
-    """A Standard Webhooks signing secret: 'whsec_' + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
 
 
 def to_public(source: Source) -> SourcePublic:
@@ -35,6 +30,8 @@ def to_public(source: Source) -> SourcePublic:
         active=source.active,
         thresholds=dict(source.thresholds or {}),
         webhook_path=f"/v1/webhooks/{source.slug}",
+        callback_url=source.callback_url,
+        capabilities=platform.capabilities(source),
         previous_secret_expires_at=source.previous_secret_expires_at,
         created_at=source.created_at,
         updated_at=source.updated_at,
@@ -52,6 +49,7 @@ def _audit_view(source: Source) -> dict[str, Any]:
         "kind": source.kind,
         "active": source.active,
         "thresholds": source.thresholds,
+        "callback_url": source.callback_url,
     }
 
 
@@ -108,10 +106,13 @@ async def read(session: AsyncSession, *, slug: str) -> SourcePublic:
 
 
 async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor: str, now: datetime) -> SourcePublic:
-    """Change a source's name or active flag."""
+    """Change a source's name, active flag, thresholds or callback URL."""
     source = await get_by_slug(session, slug, for_update=True)
+    changes = set_fields(data, clearable=("callback_url",))
+    if "callback_url" in changes and changes["callback_url"] is not None:
+        changes["callback_url"] = str(changes["callback_url"])
     await audit.record_update(
-        session, source, set_fields(data) | {"updated_at": now}, view=lambda: _audit_view(source), now=now,
+        session, source, changes | {"updated_at": now}, view=lambda: _audit_view(source), now=now,
         actor=actor, action="source.updated", target_type="source", target_id=slug,
     )  # fmt: skip
     return to_public(source)
@@ -176,6 +177,11 @@ class SourceUpdate(BaseModel):
     thresholds: dict[ThresholdName, Annotated[float, Field(ge=0, le=1, strict=True)]] | None = Field(
         None, description="Replace this source's head thresholds, e.g. {'offensive': 0.8}; {} resets to defaults."
     )
+    callback_url: CallbackUrl | None = Field(
+        None,
+        description="Where Switchboard POSTs this platform's events (reply.created, comment.held / released / "
+        "rejected, item.resolved), signed with the source's signing secret; null stops sending.",
+    )
 
 
 class SourcePublic(BaseModel):
@@ -187,6 +193,8 @@ class SourcePublic(BaseModel):
     active: bool
     thresholds: dict[str, float]
     webhook_path: str
+    callback_url: str | None
+    capabilities: list[str] = Field(description="What Switchboard can do on the platform: receive, reply, hold, ...")
     previous_secret_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -7,4 +7,6 @@ shared tables, so the import would be a cycle.
 
 import service.audit.tables
 import service.models
-import service.routing.tables  # noqa: F401  (all three are imported for their tables)
+import service.notifications.tables
+import service.outbound.tables
+import service.routing.tables  # noqa: F401  (all are imported for their tables)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from classifiers.pipeline import Analyser
 from routers.deps import Services
-from service import migrate
+from service import crypto, migrate
 from service.auth import keys, ratelimit
 from service.classification.loader import ClassifierProvider
 from service.database import create_engine, create_session_factory, transaction
@@ -20,6 +20,9 @@ from service.jobs import processing
 from service.jobs.backends import ArqBackend, InlineBackend, JobBackend
 from service.models import Role
 from service.models.base import utcnow
+from service.notifications import batching
+from service.outbound import outbox
+from service.outbound.runner import InlineRunner
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keyring = crypto.load(settings)  # before anything reads a secret; PostgreSQL without a key stops here
+        crypto.install(keyring)
         engine = create_engine(settings.database_url)
         factory = create_session_factory(engine)
         current, head = await migrate.current_revision(engine), migrate.head_revision()
@@ -42,6 +47,8 @@ def create_app(
             raise RuntimeError(
                 f"the database is at migration {current}, the code needs {head}: run `switchboard migrate`"
             )
+        if encrypted := await migrate.encrypt_secrets(engine, keyring):
+            log.warning("encrypted %d secrets that an older version stored in plaintext", encrypted)
         if settings.bootstrap_admin_key is not None:
             async with transaction(factory) as session:
                 await keys.ensure_key(
@@ -52,7 +59,9 @@ def create_app(
                     now=clock(),
                 )
         classifiers = ClassifierProvider(settings, factory, analyser)
+        limiter = ratelimit.build(settings)
         backend: JobBackend
+        outbound: InlineRunner | None = None
         if settings.redis_url:
             backend = ArqBackend(settings.redis_url)  # workers classify; this process loads the model only if asked
         else:
@@ -63,8 +72,12 @@ def create_app(
             async def run_batch(job_ids: Sequence[uuid.UUID]) -> None:
                 await processing.process_jobs(factory, classifier, job_ids, settings=settings, clock=clock)
 
-            backend = InlineBackend(factory, settings, run_batch, clock=clock)
-        limiter = ratelimit.build(settings)
+            async def flush_notifications(now: datetime) -> None:
+                await batching.flush(factory, settings=settings, now=now)
+
+            outbound = InlineRunner(factory, settings, limiter, clock=clock, periodic=[flush_notifications])
+            backend = InlineBackend(factory, settings, run_batch, clock=clock, outbound=outbound)
+        outbox.on_commit(factory, backend.deliver_soon)
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -73,6 +86,7 @@ def create_app(
             classifiers=classifiers,
             rate_limiter=limiter,
             clock=clock,
+            outbound=outbound,
         )
         await backend.start()
         try:
@@ -88,6 +102,7 @@ def create_app(
         audit,
         classify,
         comments,
+        deliveries,
         directory,
         docs,
         health,
@@ -122,6 +137,7 @@ def create_app(
         comments,
         classify,
         jobs,
+        deliveries,
         api_keys,
         audit,
         health,

@@ -20,12 +20,17 @@ OPENAPI_PATH = Path("openapi/openapi.json")
 
 
 async def _migrate(settings: Settings) -> str | None:
-    from service import migrate
+    from service import crypto, migrate
     from service.database import create_engine
 
+    keyring = crypto.load(settings)
+    crypto.install(keyring)
     engine = create_engine(settings.database_url)
     try:
         await migrate.upgrade(engine)
+        encrypted = await migrate.encrypt_secrets(engine, keyring)
+        if encrypted:
+            logging.getLogger(__name__).warning("encrypted %d secrets that were stored in plaintext", encrypted)
         return await migrate.current_revision(engine)
     finally:
         await engine.dispose()

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from classifiers.encoder import Encoder
 from classifiers.pipeline import BatchingAnalyser
-from service import migrate
+from service import crypto, migrate
 from service.classification.loader import build_pipeline
 from service.database import create_engine
 from service.jobs.backends import InlineBackend
@@ -31,11 +31,15 @@ from service.models.base import utcnow
 from service.settings import Settings
 from switchboard.app import create_app
 from tests.clock import FakeClock
-from tests.factories import ADMIN_KEY
+from tests.factories import ADMIN_KEY, TEST_ENCRYPTION_KEY
 
 POSTGRES_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVICES = os.environ.get("SWITCHBOARD_TEST_REQUIRE_SERVICES") == "1"
+# Every test app and every process a test starts encrypts secrets at rest with this key (tests of the key handling
+# itself set their own); code under test outside an app's lifespan uses it too.
+os.environ.setdefault("SWITCHBOARD_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEY)
+crypto.install(crypto.Keyring.from_keys([TEST_ENCRYPTION_KEY]))
 
 
 def unavailable(what: str, why: str) -> None:
@@ -184,6 +188,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "bootstrap_admin_key": ADMIN_KEY,
         "reconcile_interval_seconds": 0.5,
         "job_backoff_seconds": 0.05,
+        "encryption_keys": TEST_ENCRYPTION_KEY,
     }
     values.update(overrides)
     return Settings(**values)

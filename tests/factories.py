@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 
-from service.ingest.adapters.standard import sign
+from service.signing import sign
 
 ADMIN_KEY = "sbk_test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+TEST_ENCRYPTION_KEY = "LQ4xRj0CkN0pHcAk3sTRJ5l2cV2Ydw0hJ0nB3fUq3xM="  # a Fernet key for the suite only
 
 
 def comment_payload(

@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Sequence
 
 from service.jobs import processing
-from service.jobs.backends import SIMULATION_JOB_FUNCTION
+from service.jobs.backends import DELIVER_JOB_FUNCTION, SIMULATION_JOB_FUNCTION
 from service.jobs.backends import reconcile as reconcile_sweep
 from service.models.base import utcnow
+from service.notifications import batching
+from service.outbound import delivery
 from service.queue import sla
 from service.routing import simulation
 from workers.context import WorkerContext
@@ -47,6 +49,31 @@ async def reconcile(ctx: WorkerContext) -> int:
     for simulation_id in await simulation.pending(ctx["session_factory"], settings=ctx["settings"], now=now):
         await ctx["redis"].enqueue_job(SIMULATION_JOB_FUNCTION, str(simulation_id))
     return handed_out
+
+
+async def deliver_outbound(ctx: WorkerContext, message_ids: list[int]) -> dict[str, int]:
+    """Deliver these outbox rows (idempotent: delivered or taken rows are skipped); schedule what comes next."""
+    report = await delivery.deliver(
+        ctx["session_factory"], settings=ctx["settings"], clock=utcnow, client=ctx["http"], limiter=ctx["limiter"],
+        ids=[int(i) for i in message_ids],
+    )  # fmt: skip
+    for message_id, seconds in report.follow_ups:  # a retry after its delay, the next message of a comment
+        await ctx["redis"].enqueue_job(DELIVER_JOB_FUNCTION, [message_id], _defer_by=max(seconds, 0.0))
+    return {"claimed": report.claimed, "delivered": report.delivered, "failed": report.failed, "dead": report.dead}
+
+
+async def outbound_sweep(ctx: WorkerContext) -> int:
+    """Batch due notifications into messages, and deliver whatever is due (retries, anything a lost hand-off left)."""
+    settings = ctx["settings"]
+    await batching.flush(ctx["session_factory"], settings=settings, now=utcnow())
+    claimed = 0
+    while True:
+        report = await delivery.deliver(
+            ctx["session_factory"], settings=settings, clock=utcnow, client=ctx["http"], limiter=ctx["limiter"]
+        )
+        claimed += report.claimed
+        if report.claimed == 0 or report.claimed == report.deferred:
+            return claimed
 
 
 async def run_simulation(ctx: WorkerContext, simulation_id: str) -> None:

@@ -30,6 +30,7 @@ from service.models import (
     SourceKind,
     Thread,
 )
+from service.outbound import platform
 from service.routing.dispatch import close_for_deleted_comment
 from service.settings import Settings
 
@@ -238,6 +239,11 @@ async def _create(
             "edited_at": event.edited_at,
             "received_at": now,
             "updated_at": now,
+            "echo_of_reply_id": await platform.echo_of(
+                session, source_id=source_id, external_id=event.external_id, marker=event.reply_marker
+            )
+            if event.reply_marker is not None
+            else None,
         },
         conflict_columns=["source_id", "external_id"],
         returning=table(Comment).c.id,

@@ -1,4 +1,5 @@
-"""Queue item transitions: every change of state or owner goes through `transition`, which audits it."""
+"""Queue item transitions: every change of state or owner goes through `transition` (or `created`), which audits
+it and writes what it means outward: the platform's moderation and resolution events (`service.outbound.platform`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlmodel import col
 from service.audit import chain as audit
 from service.models import ItemState, QueueItem
 from service.models.queue import WAITING_STATES
+from service.outbound import platform
 
 _AUDITED = (
     "state", "member_id", "team_id", "claimed_by", "priority", "resolution", "snoozed_until", "due_at", "no_reply",
@@ -57,6 +59,7 @@ async def transition(
         session, actor=actor, action=f"queue_item.{action}", target_type="queue_item", target_id=str(item.id),
         now=now, before=before, after=after,
     )  # fmt: skip
+    await platform.item_changed(session, item, before_state=before["state"], actor=actor, now=now)
     return item
 
 
@@ -66,6 +69,7 @@ async def created(session: AsyncSession, item: QueueItem, *, actor: str, now: da
         session, actor=actor, action="queue_item.created", target_type="queue_item", target_id=str(item.id),
         now=now, after={**audit_view(item), "rule_id": item.rule_id, "ruleset_version": item.ruleset_version},
     )  # fmt: skip
+    await platform.item_changed(session, item, before_state=None, actor=actor, now=now)
 
 
 def restart_clock(item: QueueItem, now: datetime) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from service.database import SessionFactory
 from service.jobs import processing
+from service.outbound.runner import InlineRunner
 from service.queue import sla
 from service.routing import simulation
 from service.settings import Settings
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PROCESS_JOB_FUNCTION = "process_comment_jobs"
 SIMULATION_JOB_FUNCTION = "run_simulation"
+DELIVER_JOB_FUNCTION = "deliver_outbound"
 _OUTAGE_BACKOFF_SECONDS = 5.0
 
 
@@ -42,6 +44,10 @@ class JobBackend(Protocol):
     async def ping(self) -> None: ...
 
     async def run_simulation(self, simulation_id: uuid.UUID) -> None: ...
+
+    def deliver_soon(self, message_ids: Sequence[int]) -> None:
+        """Outbox rows were committed: have them delivered now (never raises, never blocks; the sweep is the net)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -59,11 +65,13 @@ class InlineBackend:
         run_batch: Callable[[Sequence[uuid.UUID]], Awaitable[Any]],
         *,
         clock: Callable[[], datetime],
+        outbound: InlineRunner | None = None,
     ) -> None:
         self._factory = factory
         self._settings = settings
         self._run_batch = run_batch
         self._clock = clock
+        self._outbound = outbound
         self._queue: asyncio.Queue[uuid.UUID] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._simulations: set[asyncio.Task[None]] = set()
@@ -76,6 +84,13 @@ class InlineBackend:
             asyncio.create_task(self._reconcile_forever(), name="switchboard-inline-reconciler"),
             asyncio.create_task(self._sla_forever(), name="switchboard-inline-sla-clock"),
         ]
+        if self._outbound is not None:
+            await self._outbound.start()
+
+    def deliver_soon(self, message_ids: Sequence[int]) -> None:
+        """Wake the in-process delivery loop."""
+        if self._outbound is not None:
+            self._outbound.wake(message_ids)
 
     async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
         """Hand ids to the consumer (dropped if the queue is not running: the reconciler has them)."""
@@ -97,6 +112,8 @@ class InlineBackend:
         """The inline backend is up while its tasks are."""
         if not self._tasks or any(t.done() for t in self._tasks):
             raise RuntimeError("the in-process job consumer is not running")
+        if self._outbound is not None and not self._outbound.running():
+            raise RuntimeError("the in-process delivery loop is not running")
 
     async def close(self) -> None:
         """Stop the tasks; unfinished rows stay pending or running and are picked up on the next start."""
@@ -107,6 +124,8 @@ class InlineBackend:
                 await task
         self._tasks = []
         self._queue = None
+        if self._outbound is not None:
+            await self._outbound.close()
 
     async def drain(self, seconds: float = 60.0) -> None:
         """Wait until every queued id has been processed (tests and the benchmark use this)."""
@@ -157,6 +176,7 @@ class ArqBackend:
         self._redis_url = redis_url
         self._pool: Any = None
         self._down_until = 0.0
+        self._handing_over: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect if Redis is there; if not, connect later on demand."""
@@ -192,13 +212,33 @@ class ArqBackend:
         except Exception as exc:
             log.warning("could not enqueue simulation %s (%s); the reconciler will", simulation_id, exc)
 
+    def deliver_soon(self, message_ids: Sequence[int]) -> None:
+        """Hand the ids to the workers in the background (on a Redis error the workers' sweep finds them)."""
+        task = asyncio.get_running_loop().create_task(self._enqueue_delivery(list(message_ids)))
+        self._handing_over.add(task)
+        task.add_done_callback(self._handing_over.discard)
+
+    async def _enqueue_delivery(self, message_ids: list[int]) -> None:
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            pool = await self._connect()
+            await pool.enqueue_job(DELIVER_JOB_FUNCTION, message_ids)
+        except Exception as exc:
+            self._down_until = time.monotonic() + _OUTAGE_BACKOFF_SECONDS
+            log.warning(
+                "could not hand %d outbound messages to the workers (%s); their sweep will", len(message_ids), exc
+            )
+
     async def ping(self) -> None:
         """Raise unless Redis answers."""
         pool = await self._connect()
         await pool.ping()
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (after the hand-overs in flight)."""
+        if self._handing_over:
+            await asyncio.gather(*self._handing_over, return_exceptions=True)
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None

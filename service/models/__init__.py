@@ -9,6 +9,7 @@ from service.models.queue import (
     Priority,
     QueueItem,
     Reply,
+    ReplyDelivery,
     Resolution,
 )
 from service.models.source import Source, SourceKind
@@ -31,6 +32,7 @@ __all__ = [
     "Priority",
     "QueueItem",
     "Reply",
+    "ReplyDelivery",
     "Resolution",
     "Role",
     "Source",

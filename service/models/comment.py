@@ -53,6 +53,8 @@ class Comment(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_column=ts_column(index=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())
     deleted_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    # Set when this comment is a reply Switchboard posted (the platform echoed it back): it gets no queue item.
+    echo_of_reply_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid, nullable=True))
 
 
 class CommentVersion(SQLModel, table=True):

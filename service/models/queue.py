@@ -102,10 +102,21 @@ class QueueItem(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())
 
 
+class ReplyDelivery(StrEnum):
+    """Where a reply is on its way to the platform."""
+
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"  # the last attempt failed; it is retried
+    dead = "dead"  # given up; an admin may retry the delivery
+    unsent = "unsent"  # the source has no callback URL: recorded here only
+
+
 class Reply(SQLModel, table=True):
-    """An answer a responder wrote through Switchboard, to be posted back to the platform."""
+    """An answer a responder wrote through Switchboard, posted back to the platform through the outbox."""
 
     __tablename__ = "reply"
+    __table_args__ = (sa.Index("ix_reply_external_id", "external_id"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     item_id: uuid.UUID = Field(foreign_key="queue_item.id", index=True)
@@ -113,6 +124,10 @@ class Reply(SQLModel, table=True):
     member_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     actor: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    # No connector delivers answers to the platform: every reply is recorded and stays pending.
+    # pending -> delivered | failed (retried) | dead; unsent: the source has no callback, nothing leaves.
     delivery_state: str = Field(default="pending", sa_column=sa.Column(sa.String(16), nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    # The reply's id on the platform (from the platform's answer to reply.created): its echo is recognised by it.
+    external_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from service.crypto import EncryptedText
 from service.models.base import ts_column, utcnow
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
@@ -34,13 +35,15 @@ class Source(SQLModel, table=True):
     name: str = SQLField(sa_column=sa.Column(sa.String(200), nullable=False))
     kind: str = SQLField(sa_column=sa.Column(sa.String(32), nullable=False))
     active: bool = SQLField(default=True)
-    # Signing secrets must be readable to verify HMACs, so they cannot be hashed; they never leave the
-    # database except once, in the response that creates or rotates them.
-    secret: str = SQLField(sa_column=sa.Column(sa.String(100), nullable=False))
-    previous_secret: str | None = SQLField(default=None, sa_column=sa.Column(sa.String(100), nullable=True))
+    # Signing secrets must be readable to verify HMACs, so they cannot be hashed: they are encrypted, and never
+    # leave the database except once, in the response that creates or rotates them.
+    secret: str = SQLField(sa_column=sa.Column(EncryptedText(), nullable=False))  # encrypted at rest
+    previous_secret: str | None = SQLField(default=None, sa_column=sa.Column(EncryptedText(), nullable=True))
     previous_secret_expires_at: datetime | None = SQLField(default=None, sa_column=ts_column(nullable=True))
     created_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column())
     updated_at: datetime = SQLField(default_factory=utcnow, sa_column=ts_column())
     deleted_at: datetime | None = SQLField(default=None, sa_column=ts_column(nullable=True))
     # Per-source decision thresholds of the binary heads, e.g. {"offensive": 0.8}; absent ones use the settings.
     thresholds: dict[str, float] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    # Where Switchboard POSTs this platform's events (replies, moderation decisions); None: nothing is sent.
+    callback_url: str | None = SQLField(default=None, sa_column=sa.Column(sa.String(2000), nullable=True))

@@ -27,9 +27,11 @@ from service.models import (
     ItemState,
     QueueItem,
     Reply,
+    ReplyDelivery,
     Resolution,
     Team,
 )
+from service.outbound import platform
 from service.queue.viewer import Scope, Viewer, visible
 from service.queue.views import QueueItemPublic, public_of
 from service.routing import dispatch
@@ -229,14 +231,22 @@ async def _acting_on(
 async def answer(
     session: AsyncSession, *, principal: Principal, item_id: uuid.UUID, data: AnswerIn, now: datetime
 ) -> QueueItemPublic:
-    """Record a reply (delivered to the platform by the outbound events) and mark the item answered."""
+    """Record a reply, queue it for the platform (`reply.created` to the source's callback) and mark the item
+    answered."""
     viewer, item = await _acting_on(session, principal, item_id, now=now, waiting=True)
-    session.add(Reply(item_id=item.id, comment_id=item.comment_id, member_id=viewer.member_id, actor=viewer.actor,
-                      body=data.body, created_at=now))  # fmt: skip
+    reply = Reply(item_id=item.id, comment_id=item.comment_id, member_id=viewer.member_id, actor=viewer.actor,
+                  body=data.body, created_at=now)  # fmt: skip
+    session.add(reply)
+    await session.flush()
+    await platform.reply_created(session, reply, item, now=now)
+    # The first response is when the platform has the reply (set on delivery); a reply that goes nowhere (the
+    # source has no callback URL) is one as soon as it is written.
+    unsent = reply.delivery_state == ReplyDelivery.unsent.value
     await items.transition(
         session, item, actor=viewer.actor, action="answered", now=now, state=ItemState.answered,
         resolution=Resolution.answered.value, resolved_by=viewer.actor, resolved_at=now,
-        answered_by=viewer.member_id or viewer.actor, first_response_at=item.first_response_at or now,
+        answered_by=viewer.member_id or viewer.actor,
+        first_response_at=(item.first_response_at or now) if unsent else item.first_response_at,
         claimed_by=None, claim_expires_at=None,
     )  # fmt: skip
     return await public_of(session, item, now)

@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from classifiers.pii import redact
 from service.items import transitions as items
-from service.models import Comment, ItemState, QueueItem, Source
+from service.models import Comment, ItemState, QueueItem, ReplyDelivery, Source
 from service.models.base import to_schema
 from service.models.queue import Priority
 
@@ -106,7 +106,13 @@ class ReplyPublic(BaseModel):
     id: uuid.UUID
     member: str | None
     body: str
-    delivery_state: str
+    delivery_state: ReplyDelivery = Field(
+        description="pending -> delivered (on the platform) | failed (being retried) | dead; unsent: the source has "
+        "no callback URL, so the reply is recorded here only."
+    )
+    delivered_at: datetime | None = Field(description="When the platform accepted the reply.")
+    external_id: str | None = Field(description="The reply's id on the platform.")
+    last_error: str | None = Field(description="Why the last delivery attempt failed.")
     created_at: datetime
 
 

@@ -24,6 +24,7 @@ from service.database import dialect_name, insert_ignore, table
 from service.items import transitions as items
 from service.models import Comment, ItemState, QueueItem, Resolution, Team
 from service.models.queue import CLOSED_STATES, NO_DUE, PRIORITY_RANK, WAITING_STATES, Priority
+from service.outbound import platform
 from service.routing import CompiledRuleset, Decision, Directory, MemberInfo, rules
 from service.routing.context import Context, contexts, load_directory
 from service.routing.facts import label_of
@@ -66,7 +67,7 @@ class Dispatcher:
     async def dispatch(self, comment_id: uuid.UUID) -> QueueItem | None:
         """Create or update the comment's queue item (None for a deleted comment)."""
         ctx = await self.context(comment_id)
-        if ctx is None or ctx.comment.deleted_at is not None:
+        if ctx is None or ctx.comment.deleted_at is not None or await self._is_echo(ctx.comment):
             return None
         existing = await self._item_of(comment_id)
         if existing is not None:
@@ -93,6 +94,19 @@ class Dispatcher:
             if early is not None:
                 await self._resolve_answered(item, early)
         return item
+
+    async def _is_echo(self, comment: Comment) -> bool:
+        """A reply Switchboard delivered, come back from the platform as a new comment: it opens no item."""
+        if comment.echo_of_reply_id is None:
+            echo = await platform.echo_of(
+                self.session, source_id=comment.source_id, external_id=comment.external_id, marker=None
+            )
+            if echo is None:
+                return False
+            comment.echo_of_reply_id = echo
+            self.session.add(comment)
+        log.info("comment %s is the echo of reply %s; no item", comment.id, comment.echo_of_reply_id)
+        return True
 
     def _decide(self, ctx: Context) -> Decision:
         return self.placer.decide(ctx)

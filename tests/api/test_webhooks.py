@@ -15,8 +15,8 @@ from sqlmodel import col
 
 from classifiers.pipeline import BatchingAnalyser
 from service.database import create_engine
-from service.ingest.adapters.standard import sign
 from service.models import Comment, CommentVersion, Delivery, Job
+from service.signing import sign
 from tests.conftest import drain
 from tests.factories import ADMIN, comment_payload, create_source, encode, post_event, signed_headers
 

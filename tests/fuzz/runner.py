@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.ingest.adapters.standard import sign
+from service.signing import sign
 from tests.fuzz.world import HOOKS, World
 
 SEED = 20261121

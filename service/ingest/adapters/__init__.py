@@ -49,6 +49,8 @@ class CommentEvent:
     body: str | None = None
     posted_at: datetime | None = None
     edited_at: datetime | None = None
+    # The id of the Switchboard reply this comment is, when the platform passes it back (echo recognition).
+    reply_marker: str | None = None
 
 
 class Adapter(Protocol):

@@ -1,10 +1,12 @@
-"""Switchboard's generic event format, signed with Standard Webhooks v1 (https://www.standardwebhooks.com)."""
+"""Switchboard's generic event format, signed with Standard Webhooks v1 (https://www.standardwebhooks.com).
+
+`sign` (from service.signing) is re-exported: platforms' test code and Switchboard's own tests sign with it.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -15,23 +17,10 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from service.errors import InvalidPayload, InvalidSignature
 from service.ingest.adapters import CommentEvent, Person, ThreadRef
 from service.inputs import InvalidJson, parse_json, to_utc
-from service.sources import SECRET_PREFIX
+from service.signing import digest
 
 MAX_WEBHOOK_ID_LENGTH = 200
 MAX_TIMESTAMP_DIGITS = 12  # seconds since the epoch: 12 digits reach the year 33658
-
-
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key inside a `whsec_<base64>` secret."""
-    raw = secret.removeprefix(SECRET_PREFIX)
-    return base64.b64decode(raw + "=" * (-len(raw) % 4))
-
-
-def sign(secret: str, *, webhook_id: str, timestamp: int, body: bytes) -> str:
-    """The `v1,<base64>` signature of one delivery (what a sender puts in webhook-signature)."""
-    to_sign = f"{webhook_id}.{timestamp}.".encode() + body
-    digest = hmac.new(decode_secret(secret), to_sign, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 def _required_header(headers: Mapping[str, str], name: str) -> str:
@@ -63,8 +52,7 @@ def verify(
             f"The webhook-timestamp is {abs(skew)} s {'ahead of' if skew > 0 else 'behind'} this server's "
             f"clock (tolerance {tolerance_seconds} s)."
         )
-    to_sign = f"{webhook_id}.{timestamp}.".encode() + body
-    expected = [hmac.new(decode_secret(s), to_sign, hashlib.sha256).digest() for s in secrets]
+    expected = [digest(s, webhook_id=webhook_id, timestamp=timestamp, body=body) for s in secrets]
     matched = False
     for candidate in signatures.split(" "):
         version, _, encoded = candidate.partition(",")
@@ -75,8 +63,8 @@ def verify(
         except (binascii.Error, ValueError):
             continue
         # Compare against every secret without stopping early, so timing says nothing about which matched.
-        for digest in expected:
-            matched |= hmac.compare_digest(digest, given)
+        for mac in expected:
+            matched |= hmac.compare_digest(mac, given)
     if not matched:
         raise InvalidSignature("No v1 signature matches this body and the source's signing secret.")
     return webhook_id
@@ -118,6 +106,12 @@ class CommentDataIn(_Strict):
     parent_id: str | None = Field(None, max_length=200, description="Set on replies: the comment replied to.")
     author: PersonIn | None = None
     body: str = Field(max_length=50_000)
+    switchboard_reply_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Set when this comment is a reply Switchboard asked the platform to post: the `data.reply.id` of "
+        "that reply.created event. Such a comment opens no queue item (the platform's reply id works too).",
+    )
     created_at: UtcAware
     updated_at: UtcAware | None = Field(None, description="When the body was last edited on the platform.")
 
@@ -194,6 +188,7 @@ def parse(body: bytes) -> CommentEvent:
         body=data.body,
         posted_at=data.created_at,
         edited_at=data.updated_at,
+        reply_marker=data.switchboard_reply_id,
     )
 
 
