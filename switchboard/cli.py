@@ -1,4 +1,5 @@
-"""The `switchboard` command: serve, worker, migrate, openapi, create-key, verify-audit."""
+"""The `switchboard` command: serve, worker, migrate, openapi, create-key, verify-audit, and the encryption keys
+(generate-encryption-key, rotate-encryption-key)."""
 
 from __future__ import annotations
 
@@ -168,6 +169,50 @@ def verify_audit() -> None:
         return
     typer.echo(f"audit trail broken at record {result.broken_at}: {result.reason}", err=True)
     raise typer.Exit(1)
+
+
+@app.command("generate-encryption-key")
+def generate_encryption_key() -> None:
+    """Print a new key for SWITCHBOARD_ENCRYPTION_KEYS (a Fernet key); nothing is stored."""
+    from service import crypto
+
+    typer.echo(crypto.generate_key())
+
+
+@app.command("rotate-encryption-key")
+def rotate_encryption_key() -> None:
+    """Re-encrypt every stored secret under the first key of SWITCHBOARD_ENCRYPTION_KEYS (the others only decrypt).
+
+    Put the new key first and keep the old ones after it, run this, then drop the old keys.
+    Nothing is changed (exit 1) if a stored value opens with none of the configured keys.
+    """
+    from service import crypto
+    from service import migrate as migrations
+    from service.database import create_engine
+
+    async def _rotate(settings: Settings) -> tuple[int, int] | str:
+        keyring = crypto.load(settings)
+        crypto.install(keyring)
+        engine = create_engine(settings.database_url)
+        try:
+            current, head = await migrations.current_revision(engine), migrations.head_revision()
+            if current != head:
+                return f"the database is at migration {current}, the code needs {head}: run `switchboard migrate`"
+            return await migrations.encrypt_secrets(engine, keyring, rotate=True), keyring.key_count
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(_rotate(Settings()))
+    except crypto.EncryptionKeyError as exc:
+        result = str(exc)
+    if isinstance(result, str):
+        typer.echo(f"rotate-encryption-key: nothing was changed: {result}", err=True)
+        raise typer.Exit(1)
+    changed, key_count = result
+    typer.echo(f"re-encrypted {changed} secrets under the first of {key_count} configured keys")
+    if key_count > 1:
+        typer.echo("the other keys can now be removed from SWITCHBOARD_ENCRYPTION_KEYS")
 
 
 _FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}

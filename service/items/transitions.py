@@ -1,5 +1,6 @@
 """Queue item transitions: every change of state or owner goes through `transition` (or `created`), which audits
-it and writes what it means outward: the platform's moderation and resolution events (`service.outbound.platform`)."""
+it and writes what it means outward: the platform's moderation and resolution events (`service.outbound.platform`)
+and the notifications owners and moderators subscribed to (`service.notifications.events`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlmodel import col
 from service.audit import chain as audit
 from service.models import ItemState, QueueItem
 from service.models.queue import WAITING_STATES
+from service.notifications import events as notify
 from service.outbound import platform
 
 _AUDITED = (
@@ -60,6 +62,7 @@ async def transition(
         now=now, before=before, after=after,
     )  # fmt: skip
     await platform.item_changed(session, item, before_state=before["state"], actor=actor, now=now)
+    await notify.item_changed(session, item, action=action, before=before, now=now)
     return item
 
 
@@ -70,6 +73,7 @@ async def created(session: AsyncSession, item: QueueItem, *, actor: str, now: da
         now=now, after={**audit_view(item), "rule_id": item.rule_id, "ruleset_version": item.ruleset_version},
     )  # fmt: skip
     await platform.item_changed(session, item, before_state=None, actor=actor, now=now)
+    await notify.item_changed(session, item, action="created", before=None, now=now)
 
 
 def restart_clock(item: QueueItem, now: datetime) -> dict[str, Any]:

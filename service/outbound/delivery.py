@@ -20,14 +20,13 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.auth.ratelimit import RateLimiter
 from service.database import SessionFactory, dialect_name, transaction
 from service.models import Comment, QueueItem, Reply, ReplyDelivery
 from service.outbound import endpoints
@@ -40,6 +39,22 @@ log = logging.getLogger(__name__)
 CLAIM_LOCK: Final = 0x5B0D_0C1A  # pg_advisory_xact_lock key of the claim step
 CLAIM_BATCH: Final = 64
 MAX_ERROR_LENGTH: Final = 1000
+
+
+class RateDecision(Protocol):
+    """Whether a rate limit lets one more delivery go, and if not for how long (`service.auth.ratelimit.Decision`)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def retry_after(self) -> float: ...
+
+
+class Limiter(Protocol):
+    """A token bucket per scope (`service.auth.ratelimit`'s limiters: in memory, or shared through Redis)."""
+
+    async def hit(self, scope: str, limit: int) -> RateDecision: ...
 
 
 @dataclass(slots=True)
@@ -185,7 +200,7 @@ async def deliver(
     settings: Settings,
     clock: Callable[[], datetime],
     client: httpx.AsyncClient,
-    limiter: RateLimiter,
+    limiter: Limiter,
     ids: Sequence[int] | None = None,
     rng: Callable[[], float] = random.random,
 ) -> Report:
@@ -196,71 +211,77 @@ async def deliver(
     report.claimed = len(claims)
     if not claims:
         return report
-    await asyncio.gather(*(_attempt(factory, one, settings, clock, client, limiter, rng, report) for one in claims))
+    outcomes = await asyncio.gather(*(_attempt(one, settings, clock, client, limiter) for one in claims))
+    # One transaction records the whole batch: a commit per message would make the database the bottleneck.
+    async with transaction(factory) as session:
+        now = clock()
+        states: list[DeliveryState | None] = []
+        for one, outcome in zip(claims, outcomes, strict=True):
+            if isinstance(outcome, float):  # held back by the rate limit: not an attempt
+                await _defer(session, one, seconds=outcome, now=now)
+                report.deferred += 1
+                report.follow_ups.append((one.message.id, outcome))
+                states.append(None)
+            else:
+                states.append(await record(session, one, outcome, settings=settings, now=now, rng=rng))
+    delivered_keys = set()
+    for one, outcome, state in zip(claims, outcomes, states, strict=True):
+        if state == DeliveryState.delivered:
+            report.delivered += 1
+            if one.ordering_key is not None:
+                delivered_keys.add(one.ordering_key)
+        elif state == DeliveryState.dead:
+            report.dead += 1
+            error = outcome.error if isinstance(outcome, Outcome) else None
+            log.error("outbound message %d to %s is dead: %s", one.message.id, one.target, error)
+        elif state == DeliveryState.failed:
+            report.failed += 1
+    if delivered_keys:
+        report.follow_ups.extend((i, 0.0) for i in await _next_in_order(factory, delivered_keys))
     return report
 
 
 async def _attempt(
-    factory: SessionFactory,
-    one: _Claim,
-    settings: Settings,
-    clock: Callable[[], datetime],
-    client: httpx.AsyncClient,
-    limiter: RateLimiter,
-    rng: Callable[[], float],
-    report: Report,
-) -> None:
+    one: _Claim, settings: Settings, clock: Callable[[], datetime], client: httpx.AsyncClient, limiter: Limiter
+) -> Outcome | float:
+    """Send one claimed message: its outcome, or the seconds to wait when the target's rate limit says not yet."""
     decision = await limiter.hit(f"outbound:{one.target}", settings.outbound_rate_per_target_per_minute)
     if not decision.allowed:
-        await _defer(factory, one, seconds=decision.retry_after, now=clock())
-        report.deferred += 1
-        report.follow_ups.append((one.message.id, decision.retry_after))
-        return
+        return float(decision.retry_after)
     try:
-        outcome = await asyncio.wait_for(
+        return await asyncio.wait_for(
             one.endpoint.send(one.message, client=client, now=clock()), timeout=settings.outbound_timeout_seconds * 2
         )
     except TimeoutError:
-        outcome = Outcome(delivered=False, error=f"no answer within {settings.outbound_timeout_seconds * 2:.0f} s")
+        return Outcome(delivered=False, error=f"no answer within {settings.outbound_timeout_seconds * 2:.0f} s")
     except Exception as exc:  # a bug in an endpoint must not lose the message: it is retried like any failure
         log.exception("outbound message %d: the %s endpoint failed", one.message.id, one.target)
-        outcome = Outcome(delivered=False, error=f"{type(exc).__name__} in Switchboard's sender")
-    state = await _record(factory, one, outcome, settings=settings, now=clock(), rng=rng)
-    if state == DeliveryState.delivered:
-        report.delivered += 1
-        if one.ordering_key is not None:
-            report.follow_ups.extend((i, 0.0) for i in await _next_in_order(factory, one.ordering_key))
-    elif state == DeliveryState.dead:
-        report.dead += 1
-        log.error("outbound message %d to %s is dead: %s", one.message.id, one.target, outcome.error)
-    elif state == DeliveryState.failed:
-        report.failed += 1
+        return Outcome(delivered=False, error=f"{type(exc).__name__} in Switchboard's sender")
 
 
-async def _defer(factory: SessionFactory, one: _Claim, *, seconds: float, now: datetime) -> None:
+async def _defer(session: AsyncSession, one: _Claim, *, seconds: float, now: datetime) -> None:
     """Give a claim back untried (rate limit): the attempt is not counted."""
-    async with transaction(factory) as session:
-        await session.execute(
-            sa.update(OutboundMessage)
-            .where(
-                col(OutboundMessage.id) == one.message.id,
-                col(OutboundMessage.state) == DeliveryState.running.value,
-                col(OutboundMessage.attempts) == one.attempt,
-            )
-            .values(
-                state=sa.case(
-                    (col(OutboundMessage.attempts) <= 1, DeliveryState.pending.value), else_=DeliveryState.failed.value
-                ),
-                attempts=col(OutboundMessage.attempts) - 1,
-                available_at=now + timedelta(seconds=seconds),
-                started_at=None,
-                updated_at=now,
-            )
+    await session.execute(
+        sa.update(OutboundMessage)
+        .where(
+            col(OutboundMessage.id) == one.message.id,
+            col(OutboundMessage.state) == DeliveryState.running.value,
+            col(OutboundMessage.attempts) == one.attempt,
         )
+        .values(
+            state=sa.case(
+                (col(OutboundMessage.attempts) <= 1, DeliveryState.pending.value), else_=DeliveryState.failed.value
+            ),
+            attempts=col(OutboundMessage.attempts) - 1,
+            available_at=now + timedelta(seconds=seconds),
+            started_at=None,
+            updated_at=now,
+        )
+    )
 
 
-async def _record(
-    factory: SessionFactory,
+async def record(
+    session: AsyncSession,
     one: _Claim,
     outcome: Outcome,
     *,
@@ -269,34 +290,31 @@ async def _record(
     rng: Callable[[], float],
 ) -> DeliveryState | None:
     """Store an attempt's outcome if this runner still holds the claim; the message's new state (None: fenced)."""
-    async with transaction(factory) as session:
-        row = await session.get(OutboundMessage, one.message.id, with_for_update=dialect_name(session) == "postgresql")
-        if row is None or row.state != DeliveryState.running.value or row.attempts != one.attempt:
-            log.info(
-                "outbound message %d: attempt %d was overtaken; its outcome is dropped", one.message.id, one.attempt
-            )
-            return None
-        row.last_status = outcome.status
-        row.updated_at = now
-        row.started_at = None
-        if outcome.delivered:
-            row.state = DeliveryState.delivered.value
-            row.delivered_at = now
-            row.external_id = outcome.external_id
-            row.last_error = None
+    row = await session.get(OutboundMessage, one.message.id, with_for_update=dialect_name(session) == "postgresql")
+    if row is None or row.state != DeliveryState.running.value or row.attempts != one.attempt:
+        log.info("outbound message %d: attempt %d was overtaken; its outcome is dropped", one.message.id, one.attempt)
+        return None
+    row.last_status = outcome.status
+    row.updated_at = now
+    row.started_at = None
+    if outcome.delivered:
+        row.state = DeliveryState.delivered.value
+        row.delivered_at = now
+        row.external_id = outcome.external_id
+        row.last_error = None
+    else:
+        row.last_error = (outcome.error or "failed")[:MAX_ERROR_LENGTH]
+        if outcome.permanent or row.attempts >= settings.outbound_max_attempts:
+            row.state = DeliveryState.dead.value
         else:
-            row.last_error = (outcome.error or "failed")[:MAX_ERROR_LENGTH]
-            if outcome.permanent or row.attempts >= settings.outbound_max_attempts:
-                row.state = DeliveryState.dead.value
-            else:
-                row.state = DeliveryState.failed.value
-                delay = backoff(row.attempts, settings=settings, retry_after=outcome.retry_after, rng=rng)
-                row.available_at = now + timedelta(seconds=delay)
-        session.add(row)
-        if row.kind == MessageKind.reply_created.value and row.reply_id is not None:
-            await _reply_follows(session, row, now=now)
-        await session.flush()
-        return DeliveryState(row.state)
+            row.state = DeliveryState.failed.value
+            delay = backoff(row.attempts, settings=settings, retry_after=outcome.retry_after, rng=rng)
+            row.available_at = now + timedelta(seconds=delay)
+    session.add(row)
+    if row.kind == MessageKind.reply_created.value and row.reply_id is not None:
+        await _reply_follows(session, row, now=now)
+    await session.flush()
+    return DeliveryState(row.state)
 
 
 async def _reply_follows(session: AsyncSession, row: OutboundMessage, *, now: datetime) -> None:
@@ -333,21 +351,18 @@ async def _reply_follows(session: AsyncSession, row: OutboundMessage, *, now: da
     session.add(reply)
 
 
-async def _next_in_order(factory: SessionFactory, ordering_key: str) -> list[int]:
-    """The next unfinished message after a delivered one of the same comment (now free to go)."""
+async def _next_in_order(factory: SessionFactory, ordering_keys: set[str]) -> list[int]:
+    """The next unfinished message of each comment whose earlier message was just delivered (now free to go)."""
     async with factory() as session:
-        found = (
-            await session.execute(
-                sa.select(col(OutboundMessage.id))
-                .where(
-                    col(OutboundMessage.ordering_key) == ordering_key,
-                    col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
-                )
-                .order_by(col(OutboundMessage.id))
-                .limit(1)
+        found = await session.execute(
+            sa.select(sa.func.min(col(OutboundMessage.id)))
+            .where(
+                col(OutboundMessage.ordering_key).in_(ordering_keys),
+                col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
             )
-        ).scalars()
-        return [i for i in found if i is not None]
+            .group_by(col(OutboundMessage.ordering_key))
+        )
+        return [i for i in found.scalars() if i is not None]
 
 
 async def due_ids(factory: SessionFactory, *, settings: Settings, now: datetime, limit: int = 1000) -> list[int]:

@@ -16,9 +16,9 @@ from datetime import datetime
 
 import httpx
 
-from service.auth.ratelimit import RateLimiter
 from service.database import SessionFactory
 from service.outbound import delivery
+from service.outbound.delivery import Limiter
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class InlineRunner:
         self,
         factory: SessionFactory,
         settings: Settings,
-        limiter: RateLimiter,
+        limiter: Limiter,
         *,
         clock: Callable[[], datetime],
         periodic: Sequence[Periodic] = (),

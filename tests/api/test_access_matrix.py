@@ -16,7 +16,9 @@ from tests.factories import ADMIN, create_member, create_source, responder_heade
 METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC = {"/healthz", "/readyz"}
 # Routes a responder key may call (everything else under /v1 needs an admin key, except the platform's webhooks).
-RESPONDER_ROUTES = re.compile(r"^/v1/(queue(/.*)?|classify|comments/\{comment_id\}/labels)$")
+RESPONDER_ROUTES = re.compile(
+    r"^/v1/(queue(/.*)?|classify|comments/\{comment_id\}/labels|me/notification-preferences)$"
+)
 WEBHOOKS = re.compile(r"^/v1/webhooks/")
 
 

@@ -370,7 +370,9 @@ async def test_answer_records_the_reply_and_closes_the_item(client: httpx.AsyncC
     assert answered.status_code == 200, answered.text
     assert (answered.json()["state"], answered.json()["answered_by"]) == ("answered", "r1")
     detail = (await client.get(f"/v1/queue/{item_id}", headers=r1)).json()
-    assert [(r["body"], r["delivery_state"]) for r in detail["replies"]] == [("Payday is the 25th.", "pending")]
+    # The source has no callback URL: the reply is recorded here only, and counts as the first response at once.
+    assert [(r["body"], r["delivery_state"]) for r in detail["replies"]] == [("Payday is the 25th.", "unsent")]
+    assert detail["first_response_at"] is not None
     assert [h["action"] for h in detail["history"]] == ["queue_item.claimed", "queue_item.answered"]
     again = await client.post(f"/v1/queue/{item_id}/answer", json={"body": "Again"}, headers=r1)
     assert (again.status_code, again.json()["code"]) == (409, "invalid_state")
