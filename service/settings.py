@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     outbound_lease_seconds: float = Field(
         60, gt=0, description="A delivery attempt not finished within this time is presumed lost and made again."
     )
+    outbound_retention_days: int = Field(
+        30, ge=1, description="Delivered outbound messages and sent notifications are kept this long (dead ones stay)."
+    )
     notify_quiet_seconds: float = Field(
         10, ge=0, description="Notifications to one recipient are sent once none has arrived for this long ..."
     )

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from service.database import SessionFactory
 from service.jobs import processing
+from service.notifications import batching
+from service.outbound import delivery
 from service.outbound.runner import InlineRunner
 from service.queue import sla
 from service.routing import simulation
@@ -266,7 +268,8 @@ async def reconcile(
     now: datetime,
     queue_was_lost: bool = False,
 ) -> int:
-    """One sweep at `now`: hand out due job rows again and forget old webhook ids. Returns how many were handed out."""
+    """One sweep at `now`: hand out due job rows again; forget old webhook ids, delivered messages and sent
+    notifications. Returns how many jobs were handed out."""
     total = 0
     while True:
         ids = await processing.due_jobs(factory, settings=settings, now=now, queue_was_lost=queue_was_lost)
@@ -276,6 +279,11 @@ async def reconcile(
         if len(ids) < 1000:
             break
     pruned = await processing.prune_deliveries(factory, settings=settings, now=now)
-    if total or pruned:
-        log.info("reconciler: re-enqueued %d jobs, forgot %d old webhook ids", total, pruned)
+    forgotten = await delivery.prune(factory, settings=settings, now=now)
+    forgotten += await batching.prune(factory, settings=settings, now=now)
+    if total or pruned or forgotten:
+        log.info(
+            "reconciler: re-enqueued %d jobs, forgot %d old webhook ids and %d old deliveries and notifications",
+            total, pruned, forgotten,
+        )  # fmt: skip
     return total

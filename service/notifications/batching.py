@@ -215,3 +215,15 @@ async def _entries(
             "url": f"{base_url}/v1/queue/{item.id}",
         }  # fmt: skip
     return found
+
+
+async def prune(factory: SessionFactory, *, settings: Settings, now: datetime) -> int:
+    """Forget sent notifications older than the outbound retention period; returns how many."""
+    cutoff = now - timedelta(days=settings.outbound_retention_days)
+    async with transaction(factory) as session:
+        result = await session.execute(
+            sa.delete(Notification).where(
+                col(Notification.created_at) < cutoff, col(Notification.flushed_at).is_not(None)
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0)

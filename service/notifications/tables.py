@@ -84,7 +84,7 @@ class Notification(SQLModel, table=True):
     member_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     event: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
     item_id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, sa.ForeignKey("queue_item.id"), nullable=False, index=True))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column())
+    created_at: datetime = Field(default_factory=utcnow, sa_column=ts_column(index=True))  # pruning reads it
     due_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))  # digest time; None: batch
     flushed_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     message_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),

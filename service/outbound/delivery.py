@@ -377,6 +377,22 @@ async def due_ids(factory: SessionFactory, *, settings: Settings, now: datetime,
         return [i for i in rows.scalars() if i is not None]
 
 
+async def prune(factory: SessionFactory, *, settings: Settings, now: datetime) -> int:
+    """Forget delivered messages older than the retention period (dead ones stay for admins); returns how many.
+
+    By `available_at` (a delivered message's is at or before its delivery), which the (state, available_at) index
+    serves.
+    """
+    cutoff = now - timedelta(days=settings.outbound_retention_days)
+    async with transaction(factory) as session:
+        result = await session.execute(
+            sa.delete(OutboundMessage).where(
+                col(OutboundMessage.state) == DeliveryState.delivered.value, col(OutboundMessage.available_at) < cutoff
+            )
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def client(settings: Settings) -> httpx.AsyncClient:
     """The HTTP client outbound deliveries use (no redirects: a callback that moves is a configuration error)."""
     return httpx.AsyncClient(

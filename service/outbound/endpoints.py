@@ -119,8 +119,13 @@ async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[
     try:
         response = await client.post(url, content=body, headers={"user-agent": USER_AGENT, **headers})
     except httpx.HTTPError as exc:
-        return Outcome(delivered=False, error=summarise(exc))
+        return Outcome(delivered=False, error=_scrubbed(exc, url))
     return judge(response, now)
+
+
+def _scrubbed(exc: Exception, url: str) -> str:
+    """An error as stored and shown to admins, without the URL (for Slack and Teams the URL is the credential)."""
+    return summarise(exc).replace(url, "<the target's URL>")
 
 
 def _body(payload: dict[str, Any]) -> bytes:
@@ -133,7 +138,7 @@ class SignedWebhook:
     signature per attempt."""
 
     url: str
-    secret: str
+    secret: str = field(repr=False)
 
     async def send(self, message: Message, *, client: httpx.AsyncClient, now: datetime) -> Outcome:
         """POST the payload, signed."""
@@ -152,7 +157,7 @@ class SignedWebhook:
 class ChatWebhook:
     """A Slack incoming webhook or a Teams Workflows webhook: the URL is the credential; the payload is the body."""
 
-    url: str
+    url: str = field(repr=False)  # the URL is the credential
     kind: ChannelKind
 
     async def send(self, message: Message, *, client: httpx.AsyncClient, now: datetime) -> Outcome:
@@ -161,7 +166,7 @@ class ChatWebhook:
         try:
             response = await client.post(self.url, content=_body(message.payload), headers=headers)
         except httpx.HTTPError as exc:
-            return Outcome(delivered=False, error=summarise(exc))
+            return Outcome(delivered=False, error=_scrubbed(exc, self.url))
         # Teams' connectors report throttling inside a 2xx body instead of answering 429.
         if self.kind == ChannelKind.teams and response.is_success and "HTTP error 429" in response.text:
             return Outcome(delivered=False, status=429, error="Teams: throttled (HTTP error 429 in the body)")

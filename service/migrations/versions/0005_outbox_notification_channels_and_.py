@@ -132,6 +132,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("key"),
     )
     with op.batch_alter_table("notification", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_notification_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_notification_item_id"), ["item_id"], unique=False)
         batch_op.create_index(
             "ix_notification_unflushed",
@@ -185,6 +186,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("flushed_at IS NULL"),
         )
         batch_op.drop_index(batch_op.f("ix_notification_item_id"))
+        batch_op.drop_index(batch_op.f("ix_notification_created_at"))
 
     op.drop_table("notification")
     with op.batch_alter_table("notification_subscription", schema=None) as batch_op:
