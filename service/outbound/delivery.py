@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import metrics
 from service.database import SessionFactory, dialect_name, transaction
 from service.models import Comment, QueueItem, Reply, ReplyDelivery
 from service.outbound import endpoints
@@ -139,23 +140,18 @@ async def claim(
             )
             .group_by(col(OutboundMessage.ordering_key))
         )
-        heads = {key: first for key, first in rows.tuples().all() if key is not None and first is not None}
+        heads = {row[0]: row[1] for row in rows.all() if row[0] is not None and row[1] is not None}
     targets = {c.target for c in candidates}
-    in_flight: dict[str, int] = dict(
-        (
-            await session.execute(
-                sa.select(col(OutboundMessage.target), sa.func.count())
-                .where(
-                    col(OutboundMessage.target).in_(targets),
-                    col(OutboundMessage.state) == DeliveryState.running.value,
-                    col(OutboundMessage.started_at) >= now - lease,
-                )
-                .group_by(col(OutboundMessage.target))
-            )
+    running = await session.execute(
+        sa.select(col(OutboundMessage.target), sa.func.count())
+        .where(
+            col(OutboundMessage.target).in_(targets),
+            col(OutboundMessage.state) == DeliveryState.running.value,
+            col(OutboundMessage.started_at) >= now - lease,
         )
-        .tuples()
-        .all()
+        .group_by(col(OutboundMessage.target))
     )
+    in_flight: dict[str, int] = {row[0]: int(row[1]) for row in running.all()}
     chosen: list[int] = []
     for candidate in candidates:
         if candidate.ordering_key is not None and heads.get(candidate.ordering_key) != candidate.id:
@@ -226,6 +222,8 @@ async def deliver(
                 states.append(await record(session, one, outcome, settings=settings, now=now, rng=rng))
     delivered_keys = set()
     for one, outcome, state in zip(claims, outcomes, states, strict=True):
+        attempt = "deferred" if isinstance(outcome, float) else state.value if state is not None else "overtaken"
+        metrics.OUTBOUND_ATTEMPTS.labels(kind=one.message.kind, outcome=attempt).inc()
         if state == DeliveryState.delivered:
             report.delivered += 1
             if one.ordering_key is not None:
@@ -365,16 +363,36 @@ async def _next_in_order(factory: SessionFactory, ordering_keys: set[str]) -> li
         return [i for i in found.scalars() if i is not None]
 
 
-async def due_ids(factory: SessionFactory, *, settings: Settings, now: datetime, limit: int = 1000) -> list[int]:
-    """Messages that are due now (the sweep hands them to runners; claiming decides who sends)."""
+async def busy(factory: SessionFactory, *, settings: Settings, now: datetime) -> bool:
+    """Whether any message is being sent, or is due and free to go (not held back by an earlier one of its comment)."""
     async with factory() as session:
-        rows = await session.execute(
-            sa.select(col(OutboundMessage.id))
+        in_flight = await session.execute(
+            sa.select(col(OutboundMessage.id)).where(col(OutboundMessage.state) == DeliveryState.running.value).limit(1)
+        )
+        if in_flight.first() is not None:
+            return True
+        due = await session.execute(
+            sa.select(col(OutboundMessage.id), col(OutboundMessage.ordering_key))
             .where(_due(now, timedelta(seconds=settings.outbound_lease_seconds)))
             .order_by(col(OutboundMessage.id))
-            .limit(limit)
+            .limit(200)
         )
-        return [i for i in rows.scalars() if i is not None]
+        rows = [(row[0], row[1]) for row in due.all()]
+        if any(key is None for _, key in rows):
+            return True
+        keys = {key for _, key in rows if key is not None}
+        if not keys:
+            return False
+        heads = await session.execute(
+            sa.select(sa.func.min(col(OutboundMessage.id)))
+            .where(
+                col(OutboundMessage.ordering_key).in_(keys),
+                col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
+            )
+            .group_by(col(OutboundMessage.ordering_key))
+        )
+        first = set(heads.scalars())
+    return any(message_id in first for message_id, _ in rows)
 
 
 async def prune(factory: SessionFactory, *, settings: Settings, now: datetime) -> int:

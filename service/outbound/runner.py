@@ -90,10 +90,14 @@ class InlineRunner:
                 return claimed
 
     async def settle(self, seconds: float = 30.0) -> None:
-        """Run rounds until one claims nothing (tests use it after moving their clock)."""
+        """Run rounds until nothing is due or in flight at the clock's time, counting what the background loop is
+        sending (tests use it after moving their clock)."""
         async with asyncio.timeout(seconds):
-            while await self.run_once():
-                pass
+            while True:
+                await self.run_once()
+                if not await delivery.busy(self._factory, settings=self._settings, now=self._clock()):
+                    return
+                await asyncio.sleep(0.02)
 
     async def _loop(self) -> None:
         while True:
