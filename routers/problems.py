@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import logs
 from service.errors import SwitchboardError
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def problem(
     }
     body.update({k: v for k, v in extra.items() if v is not None})
     body["request_id"] = request_id_of(request.scope)
+    request.state.problem_code = code  # for the metrics middleware (refused webhooks by reason)
     all_headers = dict(headers or {})
     if status == 401 and code == "unauthenticated":
         all_headers["WWW-Authenticate"] = "Bearer"
@@ -219,11 +221,13 @@ class LastResort:
             await send(message)
 
         try:
-            await self.app(scope, receive, tagged)
+            with logs.request_context(request_id):  # every log line of this request carries its id
+                await self.app(scope, receive, tagged)
         except Exception:
             log.exception(
-                "unhandled error in %s %s [request_id=%s]", scope.get("method"), scope.get("path"), request_id
-            )
+                "unhandled error in %s %s [request_id=%s]", scope.get("method"), scope.get("path"), request_id,
+                extra={"request_id": request_id},
+            )  # fmt: skip
             if started:
                 return
             body = Problem(

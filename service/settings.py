@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
         900, gt=0, description="A simulation running longer than this is presumed lost and run again."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="Log lines: `json` (one object per line: time, level, logger, message, request_id, fields) "
+        "or `text` (`LEVEL:logger:message [request_id=...]`, for a terminal).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token Prometheus sends to scrape `GET /metrics`; unset: /metrics is not served (404).",
+    )
     encryption_keys: SecretStr | None = Field(
         None,
         description="Comma-separated Fernet keys for secrets at rest (credentials, signing secrets): the first "

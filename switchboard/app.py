@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from classifiers.pipeline import Analyser
 from routers.deps import Services
-from service import crypto, migrate
+from service import crypto, logs, migrate
 from service.auth import keys, ratelimit
 from service.classification.loader import ClassifierProvider
 from service.database import create_engine, create_session_factory, transaction
@@ -107,6 +107,7 @@ def create_app(
         docs,
         health,
         jobs,
+        metrics,
         notifications,
         problems,
         queue,
@@ -127,6 +128,7 @@ def create_app(
     )
     app.state.settings = settings
     problems.install(app)
+    metrics.install(app)  # outside LastResort: times every answer, 500s included
     for module in (
         webhooks,
         sources,
@@ -151,5 +153,6 @@ def create_app(
 
 def app_from_environment() -> FastAPI:
     """Uvicorn factory target: settings from SWITCHBOARD_* variables."""
-    logging.basicConfig(level=Settings().log_level)
-    return create_app(Settings())
+    settings = Settings()
+    logs.configure(level=settings.log_level, log_format=settings.log_format)  # again in each uvicorn worker process
+    return create_app(settings)

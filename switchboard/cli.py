@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from service import logs
 from service.models import Role
 from service.settings import Settings
 
@@ -47,7 +48,7 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(level=settings.log_level, log_format=settings.log_format)
     if settings.is_sqlite:
         asyncio.run(_migrate(settings))
     if workers > 1 and not settings.redis_url:
@@ -59,6 +60,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # JSON: uvicorn's own lines go through our handler. The app logs each request with its id (routers.metrics),
+        # which replaces uvicorn's access line (no request id, and the raw path with its query).
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        access_log=False,
         # Longer than the idle timeout of common HTTP client pools, so a platform's pooled connection is not
         # closed under a request it just sent (uvicorn's default of 5 s races clients that keep connections 5 s).
         timeout_keep_alive=75,
@@ -74,7 +79,7 @@ def worker() -> None:
     from workers.settings import worker_settings
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(level=settings.log_level, log_format=settings.log_format)
     log = logging.getLogger("switchboard.worker")
     cls = worker_settings(settings)
     while True:

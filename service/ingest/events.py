@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import sources
+from service import logs, metrics, sources
 from service.database import insert_ignore, table
 from service.errors import Forbidden
 from service.ingest.adapters import Adapter, CommentEvent, ThreadRef
@@ -92,6 +92,7 @@ async def receive(
                 sa.select(Delivery).where(col(Delivery.source_id) == source.id, col(Delivery.webhook_id) == delivery_id)
             )
         ).scalar_one()
+        metrics.WEBHOOKS_ACCEPTED.labels(outcome="duplicate").inc()
         return Receipt(comment_id=seen.comment_id, duplicate=True, outcome=cast(Outcome, seen.outcome))
 
     receipt = await apply_event(
@@ -102,6 +103,7 @@ async def receive(
         .where(col(Delivery.id) == delivery_pk)
         .values(comment_id=receipt.comment_id, outcome=receipt.outcome)
     )
+    metrics.WEBHOOKS_ACCEPTED.labels(outcome=receipt.outcome).inc()
     return receipt
 
 
@@ -172,6 +174,7 @@ def _new_job(comment_id: uuid.UUID, version: int, *, now: datetime, max_attempts
         created_at=now,
         available_at=now,
         enqueued_at=now,  # handed to the queue right after commit; the reconciler retries if that fails
+        request_id=logs.current_request_id(),  # the job's log lines carry the id of the request that caused it
     )
 
 

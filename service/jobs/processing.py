@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from classifiers.pipeline import Analyser, Analysis
+from service import logs, metrics
 from service.classification.classifier import document, thresholds_for
 from service.database import SessionFactory, dialect_name, transaction
 from service.errors import summarise
@@ -37,6 +38,7 @@ class Claim:
     job_id: uuid.UUID
     comment_id: uuid.UUID
     attempt: int
+    request_id: str | None = None  # of the request that wrote the job row: this comment's log lines carry it
 
 
 @dataclass(slots=True)
@@ -63,10 +65,10 @@ async def claim(session: AsyncSession, job_ids: Sequence[uuid.UUID], *, now: dat
             ),
         )
         .values(state=JobState.running, attempts=col(Job.attempts) + 1, started_at=now)
-        .returning(col(Job.id), col(Job.comment_id), col(Job.attempts))
+        .returning(col(Job.id), col(Job.comment_id), col(Job.attempts), col(Job.request_id))
     )
     rows = (await session.execute(stmt)).all()
-    return [Claim(job_id=r[0], comment_id=r[1], attempt=r[2]) for r in rows]
+    return [Claim(job_id=r[0], comment_id=r[1], attempt=r[2], request_id=r[3]) for r in rows]
 
 
 async def process_jobs(
@@ -89,22 +91,35 @@ async def process_jobs(
     if not claims:
         return report
     try:
-        await _run(factory, analyser, claims, report, settings, clock)
+        with logs.request_context(_common_request_id(claims)):  # the whole batch came from one request
+            await _run(factory, analyser, claims, report, settings, clock)
     except Exception as exc:
         if len(claims) == 1:
-            log.exception("job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt)
+            log.exception(
+                "job %s failed (attempt %d)", claims[0].job_id, claims[0].attempt,
+                extra={"request_id": claims[0].request_id, "comment_id": claims[0].comment_id},
+            )  # fmt: skip
             await _record_failure(factory, claims[0], summarise(exc), settings=settings, now=clock())
             report.failed += 1
             return report
         log.warning("a batch of %d failed; running its comments one by one", len(claims), exc_info=True)
         for one in claims:
             try:
-                await _run(factory, analyser, [one], report, settings, clock)
+                with logs.request_context(one.request_id):
+                    await _run(factory, analyser, [one], report, settings, clock)
             except Exception as exc_one:
-                log.exception("job %s failed (attempt %d)", one.job_id, one.attempt)
+                log.exception(
+                    "job %s failed (attempt %d)", one.job_id, one.attempt,
+                    extra={"request_id": one.request_id, "comment_id": one.comment_id},
+                )  # fmt: skip
                 await _record_failure(factory, one, summarise(exc_one), settings=settings, now=clock())
                 report.failed += 1
     return report
+
+
+def _common_request_id(claims: Sequence[Claim]) -> str | None:
+    ids = {c.request_id for c in claims}
+    return ids.pop() if len(ids) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +139,7 @@ async def _run(
     settings: Settings,
     clock: Callable[[], datetime],
 ) -> None:
+    begun = time.perf_counter()
     async with factory() as session:
         rows = (
             await session.execute(
@@ -137,6 +153,8 @@ async def _run(
     started = time.perf_counter()
     analyses = await analyser.analyse([comments[c.comment_id][0].body for c in live]) if live else []
     per_comment_ms = (time.perf_counter() - started) * 1000 / max(len(live), 1)
+    for _ in live:
+        metrics.CLASSIFICATION_SECONDS.observe(per_comment_ms / 1000)
     results = {
         c.comment_id: _Result(
             version=comments[c.comment_id][0].version,
@@ -148,14 +166,25 @@ async def _run(
     now = clock()
     async with transaction(factory) as session:
         stored: list[uuid.UUID] = []
+        finished: list[Claim] = []
         for one in claims:
             result = results.get(one.comment_id)
             if await _finish(session, one, result, duration_ms=per_comment_ms, now=now):
                 report.done += 1
+                finished.append(one)
                 if result is not None:
                     stored.append(one.comment_id)
         # The queue item commits with the classification it was routed by.
         await dispatch_comments(session, stored, now=now)
+    seconds = time.perf_counter() - begun
+    for one in finished:
+        metrics.PROCESSING_SECONDS.observe(seconds)
+        metrics.JOBS_FINISHED.labels(outcome="done").inc()
+        log.info(
+            "comment %s processed (job %s, attempt %d)", one.comment_id, one.job_id, one.attempt,
+            extra={"request_id": one.request_id, "comment_id": one.comment_id, "job_id": one.job_id,
+                   "attempt": one.attempt, "duration_ms": round(seconds * 1000, 1)},
+        )  # fmt: skip
 
 
 async def _finish(
@@ -212,8 +241,10 @@ async def _record_failure(
         if job.attempts >= job.max_attempts:
             job.state = JobState.dead
             job.finished_at = now
-            log.error("job %s is dead after %d attempts", job.id, job.attempts)
+            log.error("job %s is dead after %d attempts", job.id, job.attempts, extra={"request_id": one.request_id})
+            metrics.JOBS_FINISHED.labels(outcome="dead").inc()
         else:
+            metrics.JOBS_FINISHED.labels(outcome="retry").inc()
             job.state = JobState.pending
             job.available_at = now + timedelta(seconds=settings.job_backoff_seconds * 2 ** (job.attempts - 1))
             job.enqueued_at = None

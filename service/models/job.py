@@ -50,6 +50,8 @@ class Job(SQLModel, table=True):
     enqueued_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     started_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=ts_column(nullable=True))
+    # The X-Request-ID of the request that wrote the row (None outside a request): the job's log lines carry it.
+    request_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
 
 
 class Delivery(SQLModel, table=True):

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import metrics
 from service.database import SessionFactory, dialect_name, transaction
 from service.items import transitions as items
 from service.models import ItemState, Member, QueueItem, Team
@@ -105,6 +106,7 @@ async def sweep(factory: SessionFactory, *, settings: Settings, now: datetime) -
     """One pass of the SLA clock in its own transaction."""
     async with transaction(factory) as session:
         report = await sweep_session(session, settings=settings, now=now)
+    metrics.SLA_BREACHES.inc(report.escalated)  # counted once committed
     if report.escalated or report.reminded or report.claims_expired:
         log.info(
             "SLA sweep: %d escalated, %d reminded, %d claims expired",

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import metrics
 from service.database import dialect_name, insert_ignore, table
 from service.items import transitions as items
 from service.models import Comment, ItemState, QueueItem, Resolution, Team
@@ -164,6 +165,7 @@ class Dispatcher:
         item = await self.session.get(QueueItem, inserted)
         assert item is not None
         await items.created(self.session, item, actor=ROUTING_ACTOR, now=self.now)
+        metrics.ROUTED_ITEMS.labels(rule=decision.rule_id).inc()
         if decision.member and not closed:
             if decision.team and decision.assigned_by == "round_robin":
                 await self.session.execute(
