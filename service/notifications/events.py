@@ -22,10 +22,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.database import insert_ignore, table
+from service.database import dialect_name, table
 from service.models import ItemState, Member, QueueItem, Team, TeamMember
 from service.models.queue import WAITING_STATES
 from service.notifications.channels import SUBSCRIPTIONS_CACHE
@@ -181,8 +182,7 @@ async def item_changed(
         found, members = await recipients(session, item, event, wanted)
         if members:
             found = await _apply_preferences(session, found, members, event, now)
-        for recipient in found:
-            await _insert(session, recipient, event, item, now)
+        await _insert(session, found, event, item, now)
 
 
 async def _apply_preferences(
@@ -225,16 +225,25 @@ async def _apply_preferences(
 
 
 async def _insert(
-    session: AsyncSession, recipient: Recipient, event: NotificationEvent, item: QueueItem, now: datetime
+    session: AsyncSession, found: list[Recipient], event: NotificationEvent, item: QueueItem, now: datetime
 ) -> None:
-    values = {
-        "key": notification_key(event.value, item.id, recipient.recipient, recipient.channel_id, now),
-        "channel_id": recipient.channel_id,
-        "recipient": recipient.recipient,
-        "member_id": recipient.member_id,
-        "event": event.value,
-        "item_id": item.id,
-        "created_at": now,
-        "due_at": recipient.due_at,
-    }
-    await insert_ignore(session, table(Notification), values, conflict_columns=["key"])
+    """One statement for every recipient of the event (this runs in the routing transaction of every item)."""
+    if not found:
+        return
+    rows = [
+        {
+            "key": notification_key(event.value, item.id, r.recipient, r.channel_id, now),
+            "channel_id": r.channel_id,
+            "recipient": r.recipient,
+            "member_id": r.member_id,
+            "event": event.value,
+            "item_id": item.id,
+            "created_at": now,
+            "due_at": r.due_at,
+        }
+        for r in found
+    ]
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    await session.execute(
+        dialect.insert(table(Notification)).values(rows).on_conflict_do_nothing(index_elements=["key"])
+    )
