@@ -130,17 +130,7 @@ async def claim(
     if not candidates:
         return []
     keys = {c.ordering_key for c in candidates if c.ordering_key is not None}
-    heads: dict[str, int] = {}
-    if keys:
-        rows = await session.execute(
-            sa.select(col(OutboundMessage.ordering_key), sa.func.min(col(OutboundMessage.id)))
-            .where(
-                col(OutboundMessage.ordering_key).in_(keys),
-                col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
-            )
-            .group_by(col(OutboundMessage.ordering_key))
-        )
-        heads = {row[0]: row[1] for row in rows.all() if row[0] is not None and row[1] is not None}
+    heads = await _heads(session, keys)
     targets = {c.target for c in candidates}
     running = await session.execute(
         sa.select(col(OutboundMessage.target), sa.func.count())
@@ -352,15 +342,22 @@ async def _reply_follows(session: AsyncSession, row: OutboundMessage, *, now: da
 async def _next_in_order(factory: SessionFactory, ordering_keys: set[str]) -> list[int]:
     """The next unfinished message of each comment whose earlier message was just delivered (now free to go)."""
     async with factory() as session:
-        found = await session.execute(
-            sa.select(sa.func.min(col(OutboundMessage.id)))
-            .where(
-                col(OutboundMessage.ordering_key).in_(ordering_keys),
-                col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
-            )
-            .group_by(col(OutboundMessage.ordering_key))
+        return list((await _heads(session, ordering_keys)).values())
+
+
+async def _heads(session: AsyncSession, ordering_keys: set[str]) -> dict[str, int]:
+    """The first unfinished message of each ordering key (the only one of its comment that may go now)."""
+    if not ordering_keys:
+        return {}
+    rows = await session.execute(
+        sa.select(col(OutboundMessage.ordering_key), sa.func.min(col(OutboundMessage.id)))
+        .where(
+            col(OutboundMessage.ordering_key).in_(ordering_keys),
+            col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
         )
-        return [i for i in found.scalars() if i is not None]
+        .group_by(col(OutboundMessage.ordering_key))
+    )
+    return {row[0]: row[1] for row in rows.all() if row[0] is not None and row[1] is not None}
 
 
 async def busy(factory: SessionFactory, *, settings: Settings, now: datetime) -> bool:
@@ -380,18 +377,7 @@ async def busy(factory: SessionFactory, *, settings: Settings, now: datetime) ->
         rows = [(row[0], row[1]) for row in due.all()]
         if any(key is None for _, key in rows):
             return True
-        keys = {key for _, key in rows if key is not None}
-        if not keys:
-            return False
-        heads = await session.execute(
-            sa.select(sa.func.min(col(OutboundMessage.id)))
-            .where(
-                col(OutboundMessage.ordering_key).in_(keys),
-                col(OutboundMessage.state).in_([s.value for s in UNFINISHED_STATES]),
-            )
-            .group_by(col(OutboundMessage.ordering_key))
-        )
-        first = set(heads.scalars())
+        first = set((await _heads(session, {key for _, key in rows if key is not None})).values())
     return any(message_id in first for message_id, _ in rows)
 
 
