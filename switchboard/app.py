@@ -98,6 +98,7 @@ def create_app(
             await engine.dispose()
 
     from routers import (
+        analytics,
         api_keys,
         audit,
         classify,
@@ -142,6 +143,7 @@ def create_app(
         jobs,
         deliveries,
         notifications,
+        analytics,
         api_keys,
         audit,
         health,

@@ -17,7 +17,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC = {"/healthz", "/readyz"}
 # Routes a responder key may call (everything else under /v1 needs an admin key, except the platform's webhooks).
 RESPONDER_ROUTES = re.compile(
-    r"^/v1/(queue(/.*)?|classify|comments/\{comment_id\}/labels|me/notification-preferences)$"
+    r"^/v1/(queue(/.*)?|classify|comments/\{comment_id\}/labels|me/notification-preferences|analytics(/.*)?)$"
 )
 WEBHOOKS = re.compile(r"^/v1/webhooks/")
 
