@@ -22,18 +22,16 @@ import random
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from service import migrate
+from benchmarks.databases import temporary_postgres, temporary_sqlite
 from service.analytics import export as exports
 from service.analytics import figures
 from service.analytics.scope import Scope
@@ -217,39 +215,14 @@ def seed_sqlite(path: str, count: int, days: int, now: datetime, chunk: int) -> 
         db.close()
 
 
-@asynccontextmanager
-async def postgres(admin_url_text: str) -> AsyncIterator[str]:
-    """A fresh, migrated PostgreSQL database, dropped afterwards."""
-    import asyncpg
-
-    admin_url = make_url(admin_url_text)
-    connect = {"host": admin_url.host, "port": admin_url.port or 5432, "user": admin_url.username,
-               "password": admin_url.password, "database": admin_url.database}  # fmt: skip
-    name = f"switchboard_analytics_bench_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(**connect, timeout=5)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    url = admin_url.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    try:
-        yield url
-    finally:
-        connection = await asyncpg.connect(**connect, timeout=5)
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
+def postgres(admin_url_text: str) -> AbstractAsyncContextManager[str]:
+    """A fresh, migrated PostgreSQL database for one measurement, dropped afterwards."""
+    return temporary_postgres(admin_url_text, "switchboard_analytics_bench")
 
 
-@asynccontextmanager
-async def sqlite_database() -> AsyncIterator[str]:
+def sqlite_database() -> AbstractAsyncContextManager[str]:
     """A fresh, migrated SQLite file."""
-    with tempfile.TemporaryDirectory(prefix="switchboard-analytics-bench-") as folder:
-        url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        await engine.dispose()
-        yield url
+    return temporary_sqlite("switchboard-analytics-bench")
 
 
 async def timed(repeat: int, run: Callable[[], Awaitable[Any]]) -> tuple[list[float], Any]:

@@ -27,21 +27,19 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from sqlmodel import col
 
+from benchmarks.databases import temporary_postgres, temporary_sqlite
 from benchmarks.queue import IdleAnalyser, log, percentile, table
 from service.database import transaction
 from service.models import Comment, QueueItem, Reply
@@ -248,45 +246,14 @@ async def notifications(database: str, url: str, count: int) -> list[list[str]]:
 # ---- databases ----------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def postgres(admin_url_text: str) -> AsyncIterator[str]:
+def postgres(admin_url_text: str) -> AbstractAsyncContextManager[str]:
     """A fresh, migrated PostgreSQL database for one measurement, dropped afterwards."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    from service import migrate
-    from service.database import create_engine
-
-    admin_url = make_url(admin_url_text)
-    connect = {"host": admin_url.host, "port": admin_url.port or 5432, "user": admin_url.username,
-               "password": admin_url.password, "database": admin_url.database}  # fmt: skip
-    name = f"switchboard_outbound_bench_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(**connect, timeout=5)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    url = admin_url.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    try:
-        yield url
-    finally:
-        connection = await asyncpg.connect(**connect, timeout=5)
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
+    return temporary_postgres(admin_url_text, "switchboard_outbound_bench")
 
 
-@asynccontextmanager
-async def sqlite() -> AsyncIterator[str]:
+def sqlite() -> AbstractAsyncContextManager[str]:
     """A fresh, migrated SQLite file."""
-    from service import migrate
-    from service.database import create_engine
-
-    with tempfile.TemporaryDirectory(prefix="switchboard-outbound-bench-") as folder:
-        url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        await engine.dispose()
-        yield url
+    return temporary_sqlite("switchboard-outbound-bench")
 
 
 def databases(args: argparse.Namespace) -> Sequence[tuple[str, Any]]:
