@@ -8,7 +8,8 @@ SQLite: executemany in one transaction per chunk), as processing, routing and th
 in 20 channels; an analysis per comment (needs-answer, sentiment, emotion and topic labels; personal data in 5%);
 an item for 95% (owners, SLAs, states: most answered or resolved, a fifth waiting, a few held), a first response
 for 60%; the audit trail's `queue_item.created` event per item plus approvals, rejections and escalations. Then
-ANALYZE, and each use case runs `--repeat` times (after one warm-up) on a session of its own, as a request would:
+ANALYZE, and the analytics facts are rebuilt (`switchboard rebuild-analytics`; timed), and
+each use case runs `--repeat` times (after one warm-up) on a session of its own, as a request would:
 the median and the worst are printed, with the export's rows, bytes and time to its first chunk.
 """
 
@@ -29,13 +30,16 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from benchmarks.databases import temporary_postgres, temporary_sqlite
+from service import migrate
 from service.analytics import export as exports
-from service.analytics import figures
+from service.analytics import figures, upkeep
 from service.analytics.scope import Scope
-from service.database import create_engine, create_session_factory
+from service.database import create_engine, create_session_factory, table
+from service.models import Comment, QueueItem
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 THREADS, CHANNELS = 2000, 20
@@ -252,6 +256,28 @@ async def measure(database: str, url: str, args: argparse.Namespace, now: dateti
     factory = create_session_factory(engine)
     since, until = now - timedelta(days=90), now
     try:
+        started = time.perf_counter()
+        facts = await migrate.rebuild_analytics(engine)  # what `switchboard rebuild-analytics` does
+        print(f"{database}: rebuild-analytics: {facts:,} fact rows in {time.perf_counter() - started:,.1f} s")
+        async with factory() as session:
+            sample = list((await session.execute(sa.select(table(Comment).c.id).limit(100))).scalars())
+
+        async def upkeep_100() -> None:  # what a commit that changed 100 comments adds
+            async with factory() as session:
+                await session.run_sync(upkeep.refresh, sample)
+                await session.commit()
+
+        times, _ = await timed(args.repeat, upkeep_100)
+        print(f"{database}: upkeep at commit of 100 changed comments: median {ms(statistics.median(times))}")
+        team = Scope(table(QueueItem).c.team_id == TEAMS[0], everything=False)
+
+        async def responder() -> Any:
+            async with factory() as session:
+                return await figures.summary(session, scope=team, since=since, until=until, now=now)
+
+        times, result = await timed(args.repeat, responder)
+        print(f"{database}: summary (90 days) of one team's items: median {ms(statistics.median(times))}, "
+              f"worst {ms(max(times))} (received {result.received:,})")  # fmt: skip
 
         async def summary() -> Any:
             async with factory() as session:

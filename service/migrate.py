@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from service import crypto
+from service.analytics import upkeep
+from service.database import create_session_factory
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -23,6 +25,9 @@ def alembic_config(database_url: str) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
+
+
+FACTS_REVISION = "0007"  # the migration that added analytics_fact, which `upgrade` fills when it crosses it
 
 
 def head_revision() -> str | None:
@@ -38,8 +43,23 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
+    before = await current_revision(engine)
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+    after = await current_revision(engine)
+    if (before is None or before < FACTS_REVISION) and after is not None and after >= FACTS_REVISION:
+        await rebuild_analytics(engine)
+
+
+async def rebuild_analytics(engine: AsyncEngine) -> int:
+    """Derive the analytics facts afresh from the comments, items and audit trail; the number of rows."""
+    async with create_session_factory(engine)() as session:
+        count = await upkeep.rebuild(session)
+        await session.commit()
+        if engine.dialect.name == "postgresql":
+            await session.execute(sa.text("ANALYZE analytics_fact"))  # the planner's statistics, at once
+            await session.commit()
+    return count
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

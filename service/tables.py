@@ -5,6 +5,7 @@ Tables shared by several features live in `service.models`; a table one feature 
 shared tables, so the import would be a cycle.
 """
 
+import service.analytics.tables
 import service.audit.tables
 import service.models
 import service.notifications.tables

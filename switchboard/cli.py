@@ -176,6 +176,24 @@ def verify_audit() -> None:
     raise typer.Exit(1)
 
 
+@app.command("rebuild-analytics")
+def rebuild_analytics() -> None:
+    """Derive the analytics facts afresh from the comments, their items and the audit trail (safe while serving)."""
+    from service import migrate
+    from service.database import create_engine
+
+    async def _rebuild() -> int:
+        engine = create_engine(Settings().database_url)
+        try:
+            return await migrate.rebuild_analytics(engine)
+        finally:
+            await engine.dispose()
+
+    started = time.monotonic()
+    count = asyncio.run(_rebuild())
+    typer.echo(f"analytics rebuilt: {count} comments in {time.monotonic() - started:.1f} s")
+
+
 @app.command("generate-encryption-key")
 def generate_encryption_key() -> None:
     """Print a new key for SWITCHBOARD_ENCRYPTION_KEYS (a Fernet key); nothing is stored."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -24,8 +25,10 @@ from sqlmodel import SQLModel
 from classifiers.encoder import Encoder
 from classifiers.pipeline import BatchingAnalyser
 from service import crypto, migrate
+from service.analytics import upkeep
+from service.analytics.tables import AnalyticsFact
 from service.classification.loader import build_pipeline
-from service.database import create_engine
+from service.database import create_engine, create_session_factory, table
 from service.jobs.backends import InlineBackend
 from service.models.base import utcnow
 from service.settings import Settings
@@ -34,7 +37,17 @@ from tests.clock import FakeClock
 from tests.factories import ADMIN_KEY, TEST_ENCRYPTION_KEY
 
 POSTGRES_ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# pytest-xdist runs the suite in several processes (scripts/test: one per core): each gets a Redis database of its
+# own (15, 14, ...), since tests empty theirs; databases on PostgreSQL and SQLite files are per process already.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _own_redis_database(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.lstrip('/') or 0) - _WORKER}"))
+
+
+REDIS_URL = _own_redis_database(os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 REQUIRE_SERVICES = os.environ.get("SWITCHBOARD_TEST_REQUIRE_SERVICES") == "1"
 # Every test app and every process a test starts encrypts secrets at rest with this key (tests of the key handling
 # itself set their own); code under test outside an app's lifespan uses it too.
@@ -205,6 +218,24 @@ async def running_app(
         async with httpx.AsyncClient(transport=transport, base_url="http://switchboard.test") as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+    await assert_analytics_facts_kept(settings.database_url)
+
+
+async def assert_analytics_facts_kept(database_url: str) -> None:
+    """After every test that ran the app: the analytics facts its use cases kept at commit equal a rebuild."""
+    engine = create_engine(database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            fact = table(AnalyticsFact)
+            snapshot = sa.select(fact).order_by(fact.c.comment_id)
+            kept = [tuple(row) for row in await session.execute(snapshot)]
+            await upkeep.rebuild(session)
+            rebuilt = [tuple(row) for row in await session.execute(snapshot)]
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    stale = sorted(set(kept) ^ set(rebuilt), key=str)[:4]
+    assert kept == rebuilt, f"the analytics facts kept at commit differ from a rebuild: {stale}"
 
 
 AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import crypto
+from service.analytics import upkeep  # noqa: F401  (keeps the analytics facts in step at every commit)
 from service.auth import ratelimit
 from service.auth.ratelimit import RateLimiter
 from service.classification.classifier import Classifier

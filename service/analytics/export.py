@@ -17,12 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from classifiers.pii import redact
-from service.analytics.facts import Window, c, q, s, t
+from service.analytics.facts import Window, f, s, t
 from service.analytics.schemas import ExportFormat
 from service.analytics.scope import Scope, window
-from service.database import SessionFactory, transaction
+from service.database import SessionFactory, table, transaction
+from service.models import Comment
 
 CHUNK = 2000
+c = table(Comment)
 COLUMNS = (
     "comment_id", "source", "thread", "thread_title", "channel", "external_id", "received_at", "deleted_at",
     "item_id", "state", "resolution", "member", "team", "topic", "sentiment", "emotion", "pii", "needs_answer",
@@ -44,10 +46,10 @@ class Export:
 
 def _columns(w: Window) -> list[sa.ColumnElement[Any]]:
     return [
-        c.c.id.label("comment_id"), s.c.slug.label("source"), t.c.external_id.label("thread"),
+        f.c.comment_id.label("comment_id"), s.c.slug.label("source"), t.c.external_id.label("thread"),
         t.c.title.label("thread_title"), t.c.channel.label("channel"), c.c.external_id.label("external_id"),
-        c.c.deleted_at.label("deleted_at"), q.c.id.label("item_id"), q.c.resolution.label("resolution"),
-        q.c.member_id.label("member"), q.c.team_id.label("team"), w.topic().label("topic"),
+        c.c.deleted_at.label("deleted_at"), f.c.item_id.label("item_id"), f.c.resolution.label("resolution"),
+        f.c.member_id.label("member"), f.c.team_id.label("team"), w.topic().label("topic"),
         w.sentiment().label("sentiment"), w.emotion().label("emotion"), w.pii().label("pii"),
         w.escalated().label("escalated"), w.held().label("held"), w.approved().label("approved"),
         w.rejected().label("rejected"), c.c.body.label("body"),
@@ -59,11 +61,14 @@ def _page(w: Window, last: tuple[datetime, uuid.UUID] | None) -> sa.Select[Any]:
 
     def shape(select: sa.Select[Any]) -> sa.Select[Any]:
         if last is not None:
-            after = sa.or_(c.c.received_at > last[0], sa.and_(c.c.received_at == last[0], c.c.id > last[1]))
+            after = sa.or_(f.c.received_at > last[0], sa.and_(f.c.received_at == last[0], f.c.comment_id > last[1]))
             select = select.where(after)
-        return select.order_by(c.c.received_at, c.c.id).limit(CHUNK)
+        return select.order_by(f.c.received_at, f.c.comment_id).limit(CHUNK)
 
-    cte, per = w.base(_columns(w), shape=shape, places=True)
+    def comment(joined: sa.FromClause) -> sa.FromClause:
+        return joined.join(c, c.c.id == f.c.comment_id)
+
+    cte, per = w.base(_columns(w), shape=shape, places=True, joins=comment)
     decided = per.sla_decided()
     own = [column for column in cte.c if column.name not in ("needs", "fr", "due", "state", "received")]
     return sa.select(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.analytics.facts import Answers, Key, c, q, s, t
+from service.analytics.facts import Answers, Key, q, s, t
 from service.analytics.figures import GroupKey, figures_of, percentiles, totals
 from service.analytics.schemas import (
     Bucket,
@@ -26,8 +26,11 @@ from service.analytics.schemas import (
     WorkloadPublic,
 )
 from service.analytics.scope import Scope, window
-from service.models import ItemState, Member
+from service.database import table
+from service.models import Comment, ItemState, Member
 from service.models.queue import WAITING_STATES
+
+c = table(Comment)
 
 
 def _value(figures: dict[str, Any], metric: Metric) -> float | None:

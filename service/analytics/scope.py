@@ -53,4 +53,4 @@ def window(
         raise InvalidPayload("`since` must be before `until`.")
     if end - start > MAX_WINDOW:
         raise InvalidPayload(f"A window is at most {MAX_WINDOW.days} days; ask for several.")
-    return Window(cast(Dialect, dialect_name(session)), start, end, now, scope.condition)
+    return Window(cast(Dialect, dialect_name(session)), start, end, now, None if scope.everything else scope.condition)

@@ -125,6 +125,11 @@ async def _resolved(view: dict[str, Any] | Awaitable[dict[str, Any]]) -> dict[st
     return await view if inspect.isawaitable(view) else view
 
 
+def pending(session: Session) -> list[AuditEvent]:
+    """The events recorded in this transaction that are not written yet (derived data reads them at commit)."""
+    return list(session.info.get(_PENDING, ()))
+
+
 @event.listens_for(Session, "before_commit")
 def _append_pending(session: Session) -> None:
     """Chain and insert the transaction's audit events: the chain's lock is taken after every other lock."""

@@ -15,7 +15,10 @@ class AuditEvent(SQLModel, table=True):
     """One change made by someone (or the system): never updated, never deleted."""
 
     __tablename__ = "audit_event"
-    __table_args__ = (sa.UniqueConstraint("hash", name="uq_audit_event_hash"),)
+    __table_args__ = (
+        sa.UniqueConstraint("hash", name="uq_audit_event_hash"),
+        sa.Index("ix_audit_event_target", "target_type", "target_id"),  # an item's history
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, sa_column=ts_column(index=True))

@@ -29,6 +29,7 @@ from service.models import (
     JobState,
     SourceKind,
     Thread,
+    changes,
 )
 from service.outbound import platform
 from service.routing.dispatch import close_for_deleted_comment
@@ -253,6 +254,7 @@ async def _create(
     )
     if comment_id is None:
         return None
+    changes.touch(session, comments=[comment_id])  # written outside the ORM
     session.add(CommentVersion(comment_id=comment_id, version=1, body=body, edited_at=event.edited_at, received_at=now))
     job = _new_job(comment_id, 1, now=now, max_attempts=max_attempts)
     session.add(job)

@@ -1,5 +1,6 @@
 """The tables several features share (`service.tables` imports every table, these and the features' own)."""
 
+import service.models.changes  # noqa: F401  (collects the comments each transaction changes)
 from service.models.auth import ApiKey, Role
 from service.models.comment import Comment, CommentAnalysis, CommentVersion, Thread
 from service.models.directory import Member, MemberIdentity, Strategy, Team, TeamMember

@@ -29,7 +29,7 @@ from sqlmodel import col
 
 from service import metrics
 from service.database import SessionFactory, dialect_name, transaction
-from service.models import Comment, QueueItem, Reply, ReplyDelivery
+from service.models import Comment, QueueItem, Reply, ReplyDelivery, changes
 from service.outbound import endpoints
 from service.outbound.endpoints import Endpoint, Message, Outcome
 from service.outbound.tables import UNFINISHED_STATES, DeliveryState, MessageKind, OutboundMessage
@@ -321,7 +321,7 @@ async def _reply_follows(session: AsyncSession, row: OutboundMessage, *, now: da
             item.first_response_at = now
             session.add(item)
         if row.external_id is not None:
-            await session.execute(
+            echoed = await session.execute(
                 sa.update(Comment)
                 .where(
                     col(Comment.external_id) == row.external_id,
@@ -330,7 +330,9 @@ async def _reply_follows(session: AsyncSession, row: OutboundMessage, *, now: da
                     col(Comment.echo_of_reply_id).is_(None),
                 )
                 .values(echo_of_reply_id=reply.id)
+                .returning(col(Comment.id))
             )
+            changes.touch(session, comments=echoed.scalars())  # written outside the ORM
     else:
         reply.delivery_state = (
             ReplyDelivery.dead.value if row.state == DeliveryState.dead.value else ReplyDelivery.failed.value

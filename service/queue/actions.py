@@ -30,6 +30,7 @@ from service.models import (
     ReplyDelivery,
     Resolution,
     Team,
+    changes,
 )
 from service.outbound import platform
 from service.queue.viewer import Scope, Viewer, visible
@@ -110,6 +111,7 @@ async def _take(
     )
     if (await session.execute(stmt)).first() is None:
         return None
+    changes.touch(session, items=[item_id])  # written outside the ORM
     item = await session.get(QueueItem, item_id, populate_existing=True)
     assert item is not None
     return item

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from routers import analytics as analytics_router
 from service.analytics import export as exports
-from service.analytics import figures
+from service.analytics import figures, upkeep
 from service.analytics.scope import Scope
 from service.database import create_engine, create_session_factory, transaction
 from service.models.queue import WAITING_STATES
@@ -33,6 +33,7 @@ from tests.unit.test_analytics_definitions import (
     answered,
     clear,
     doc,
+    facts_table,
     insert,
     responder,
 )
@@ -361,7 +362,11 @@ async def check_history(url: str, rows: list[Row], now: datetime) -> None:
     try:
         async with transaction(factory) as session:
             await clear(session)
-            await insert(session, rows)
+            await insert(session, rows, orm=True)  # the facts are kept at commit
+        async with transaction(factory) as session:
+            kept = await facts_table(session)
+            await upkeep.rebuild(session)
+            assert await facts_table(session) == kept, "the facts kept at commit differ from a rebuild"
         seen = [r for r in rows if SINCE <= r.received_at < UNTIL and not r.echo]
         async with transaction(factory) as session:
             found = await figures.summary(session, scope=Scope.all(), since=SINCE, until=UNTIL, now=now)

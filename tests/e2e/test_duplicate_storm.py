@@ -17,7 +17,7 @@ from service.models import Comment, CommentAnalysis, Delivery, Job
 from tests.factories import ADMIN, ADMIN_KEY, comment_payload, signed_headers
 from tests.processes import served
 
-COMMENTS = 400  # x 3 deliveries, half of them racing: the races are the point, not the volume
+COMMENTS = 150  # x 3 deliveries, half of them racing: the races are the point, not the volume
 DELIVERIES_EACH = 3
 
 

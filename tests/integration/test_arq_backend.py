@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from service.database import create_engine
 from service.models import CommentAnalysis, Job, QueueItem
-from tests.conftest import truncate_all, unavailable
+from tests.conftest import assert_analytics_facts_kept, truncate_all, unavailable
 from tests.factories import ADMIN, ADMIN_KEY, comment_payload, signed_headers
 from tests.processes import RedisServer, served, stop, switchboard
 
@@ -105,13 +105,13 @@ async def test_worker_killed_twice_mid_run_loses_nothing_and_repeats_nothing(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     env = scale_env(pg_url, redis_server.url)
-    total = 400  # enough for two kills well inside the run; the count is not the point, the kills are
+    total = 200  # enough for two kills well inside the run; the count is not the point, the kills are
     with served(env, tmp_path / "api.log") as base_url:
         statuses = await post_comments(base_url, range(total))
         assert statuses == [202] * total
         worker = switchboard("worker", env=env, log=tmp_path / "worker.log")
         try:
-            for threshold in (80, 200):
+            for threshold in (40, 100):
 
                 def reached(analyses: int, _: dict[str, int], threshold: int = threshold) -> bool:
                     return analyses >= threshold
@@ -133,6 +133,7 @@ async def test_worker_killed_twice_mid_run_loses_nothing_and_repeats_nothing(
         ).one()
     await engine.dispose()
     assert (items, comments) == (total, total)  # one queue item per comment, however often a job ran
+    await assert_analytics_facts_kept(pg_url)  # the workers kept the analytics facts at every commit
 
 
 async def test_webhooks_are_acknowledged_while_redis_is_down_and_processed_when_it_returns(

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.analytics import figures
+from service.analytics import figures, upkeep
 from service.analytics.scope import Scope
+from service.analytics.tables import AnalyticsFact
 from service.audit.tables import AuditEvent
 from service.auth.keys import Principal
 from service.database import SessionFactory, create_engine, create_session_factory, table, transaction
@@ -89,8 +90,9 @@ class Row:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-async def insert(session: Any, rows: list[Row]) -> None:
-    """Write the rows (and the sources and threads they name) into an empty database."""
+async def insert(session: Any, rows: list[Row], *, orm: bool = False) -> None:
+    """Write the rows (and the sources and threads they name) into an empty database: in bulk, then the analytics
+    facts rebuilt; or (`orm`) as ORM objects, whose facts the upkeep writes when the transaction commits."""
     source_ids: dict[str, int] = {}
     for slug in sorted({s for s, *_ in THREADS}):
         source = Source(slug=slug, name=slug.title(), kind="standard", secret="whsec_test", created_at=T0,
@@ -138,14 +140,28 @@ async def insert(session: Any, rows: list[Row]) -> None:
                 "target_id": str(item.id), "before": None if e.before is None else {"state": e.before},
                 "after": {"state": e.after, "resolution": e.resolution},
             })  # fmt: skip
-    for model, values in ((Comment, comments), (CommentAnalysis, analyses), (QueueItem, items), (AuditEvent, events)):
-        if values:
+    tables: list[tuple[type[Any], list[dict[str, Any]]]] = [
+        (Comment, comments), (CommentAnalysis, analyses), (QueueItem, items), (AuditEvent, events),
+    ]  # fmt: skip
+    for model, values in tables:
+        if orm:
+            session.add_all(model(**one) for one in values)
+            await session.flush()
+        elif values:
             await session.execute(sa.insert(table(model)), values)
+    if not orm:
+        await upkeep.rebuild(session)
+
+
+async def facts_table(session: Any) -> list[tuple[Any, ...]]:
+    """Every analytics fact row, in comment id order."""
+    found = await session.execute(sa.select(table(AnalyticsFact)).order_by(table(AnalyticsFact).c.comment_id))
+    return [tuple(row) for row in found]
 
 
 async def clear(session: Any) -> None:
     """Remove what `insert` wrote."""
-    for model in (AuditEvent, QueueItem, CommentAnalysis, Comment, Thread, Source):
+    for model in (AnalyticsFact, AuditEvent, QueueItem, CommentAnalysis, Comment, Thread, Source):
         await session.execute(sa.delete(table(model)))
 
 
