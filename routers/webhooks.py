@@ -12,9 +12,9 @@ from starlette.requests import ClientDisconnect
 from routers.deps import ClockDep, JobsDep, SessionDep, SettingsDep, limit_webhook_source
 from routers.edge import api_router
 from routers.problems import problem_responses, rate_limited_response
+from service.connectors.standard import MAX_TIMESTAMP_DIGITS, MAX_WEBHOOK_ID_LENGTH, event_json_schema
 from service.errors import ClientClosedRequest, PayloadTooLarge
 from service.ingest import events as ingest
-from service.ingest.adapters.standard import MAX_TIMESTAMP_DIGITS, MAX_WEBHOOK_ID_LENGTH, event_json_schema
 
 router = api_router(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -1,6 +1,6 @@
 """Standard Webhooks signing (https://www.standardwebhooks.com), both ways: secrets, and the v1 signature.
 
-Inbound, `service.ingest.adapters.standard` verifies platforms' deliveries with it; outbound, Switchboard signs
+Inbound, `service.connectors.standard` verifies platforms' deliveries with it; outbound, Switchboard signs
 what it sends to platforms' callbacks and to generic webhook channels the same way.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import connectors
 from service.audit import chain as audit
 from service.errors import AlreadyExists, NotFound
 from service.inputs import set_fields
@@ -31,6 +33,8 @@ def to_public(source: Source) -> SourcePublic:
         thresholds=dict(source.thresholds or {}),
         webhook_path=f"/v1/webhooks/{source.slug}",
         callback_url=source.callback_url,
+        settings=dict(source.settings or {}),
+        credentials_set=sorted(json.loads(source.credentials or "{}")),
         capabilities=platform.capabilities(source),
         previous_secret_expires_at=source.previous_secret_expires_at,
         created_at=source.created_at,
@@ -50,6 +54,8 @@ def _audit_view(source: Source) -> dict[str, Any]:
         "active": source.active,
         "thresholds": source.thresholds,
         "callback_url": source.callback_url,
+        "settings": source.settings,
+        "credentials_set": sorted(json.loads(source.credentials or "{}")),  # names only, never values
     }
 
 
@@ -77,9 +83,12 @@ async def create(session: AsyncSession, *, data: SourceIn, actor: str, now: date
     taken = await session.execute(sa.select(col(Source.id)).where(col(Source.slug) == data.slug))
     if taken.first() is not None:
         raise AlreadyExists(f"A source with slug '{data.slug}' exists (or existed: slugs are never reused).")
+    settings, credentials = data.settings or {}, data.credentials or {}
+    connectors.connector_for(data.kind).check(settings, credentials)
     source = Source(
-        slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret(), created_at=now, updated_at=now
-    )
+        slug=data.slug, name=data.name, kind=data.kind, secret=generate_secret(), created_at=now, updated_at=now,
+        settings=settings or None, credentials=json.dumps(credentials) if credentials else None,
+    )  # fmt: skip
     session.add(source)
     await session.flush()
     await audit.record(
@@ -106,16 +115,31 @@ async def read(session: AsyncSession, *, slug: str) -> SourcePublic:
 
 
 async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor: str, now: datetime) -> SourcePublic:
-    """Change a source's name, active flag, thresholds or callback URL."""
+    """Change a source's name, active flag, thresholds, callback URL or platform settings and credentials (each a
+    merge: a key set to null is removed)."""
     source = await get_by_slug(session, slug, for_update=True)
     changes = set_fields(data, clearable=("callback_url",))
     if "callback_url" in changes and changes["callback_url"] is not None:
         changes["callback_url"] = str(changes["callback_url"])
+    settings = _merged(source.settings or {}, changes.pop("settings", None))
+    credentials = _merged(json.loads(source.credentials or "{}"), changes.pop("credentials", None))
+    connectors.connector_for(source.kind).check(settings, credentials)
+    if data.settings is not None:
+        changes["settings"] = settings or None
+    if data.credentials is not None:
+        changes["credentials"] = json.dumps(credentials) if credentials else None
     await audit.record_update(
         session, source, changes | {"updated_at": now}, view=lambda: _audit_view(source), now=now,
         actor=actor, action="source.updated", target_type="source", target_id=slug,
     )  # fmt: skip
     return to_public(source)
+
+
+def _merged(current: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
+    if patch is None:
+        return current
+    merged = {**current, **patch}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 async def delete(session: AsyncSession, *, slug: str, actor: str, now: datetime) -> None:
@@ -157,6 +181,16 @@ async def rotate_secret(
     return _with_secret(source)
 
 
+_SETTINGS = (
+    "The platform connector's settings. wordpress: `site_url` (the site's address), `username` (the WordPress user "
+    "of the Application Password, with `moderate_comments`), `reject_as` (`spam`, the default, or `trash`)."
+)
+_CREDENTIALS = (
+    "The platform connector's secrets, encrypted at rest and never shown again (only their names). wordpress: "
+    "`application_password`."
+)
+
+
 class SourceIn(BaseModel):
     """Body of POST /v1/admin/sources."""
 
@@ -164,7 +198,13 @@ class SourceIn(BaseModel):
 
     slug: str = Field(pattern=SLUG_PATTERN, description="URL name: lower-case letters, digits and dashes.")
     name: str = Field(min_length=1, max_length=200)
-    kind: SourceKind = SourceKind.standard
+    kind: SourceKind = Field(
+        SourceKind.standard,
+        description="The platform: `standard` (Switchboard's generic format) or `wordpress` (the Switchboard "
+        "Connector plugin; replies and moderation through the REST API).",
+    )
+    settings: dict[str, Any] | None = Field(None, description=_SETTINGS)
+    credentials: dict[str, Any] | None = Field(None, description=_CREDENTIALS)
 
 
 class SourceUpdate(BaseModel):
@@ -182,6 +222,10 @@ class SourceUpdate(BaseModel):
         description="Where Switchboard POSTs this platform's events (reply.created, comment.held / released / "
         "rejected, item.resolved), signed with the source's signing secret; null stops sending.",
     )
+    settings: dict[str, Any] | None = Field(None, description=_SETTINGS + " Merged: a key set to null is removed.")
+    credentials: dict[str, Any] | None = Field(
+        None, description=_CREDENTIALS + " Merged: a key set to null is removed."
+    )
 
 
 class SourcePublic(BaseModel):
@@ -194,6 +238,8 @@ class SourcePublic(BaseModel):
     thresholds: dict[str, float]
     webhook_path: str
     callback_url: str | None
+    settings: dict[str, Any] = Field(description="The platform connector's settings (see the source's kind).")
+    credentials_set: list[str] = Field(description="The names of the credentials that are set (never their values).")
     capabilities: list[str] = Field(description="What Switchboard can do on the platform: receive, reply, hold, ...")
     previous_secret_expires_at: datetime | None
     created_at: datetime

@@ -13,11 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import logs, metrics, sources
+from service import connectors, logs, metrics, sources
+from service.connectors.base import CommentEvent, ThreadRef
 from service.database import insert_ignore, table
 from service.errors import Forbidden
-from service.ingest.adapters import Adapter, CommentEvent, ThreadRef
-from service.ingest.adapters.standard import StandardAdapter
 from service.models import (
     OPEN_JOB_STATES,
     Comment,
@@ -27,15 +26,12 @@ from service.models import (
     Job,
     JobKind,
     JobState,
-    SourceKind,
     Thread,
     changes,
 )
 from service.outbound import platform
 from service.routing.dispatch import close_for_deleted_comment
 from service.settings import Settings
-
-ADAPTERS: Mapping[str, Adapter] = {SourceKind.standard: StandardAdapter()}
 
 Outcome = Literal["created", "updated", "deleted", "unchanged", "duplicate_comment", "ignored_deleted", "ignored_stale"]
 
@@ -61,7 +57,7 @@ async def receive(
 ) -> Receipt:
     """Accept one signed delivery from a source. Nothing is written unless the signature verifies."""
     source = await sources.get_by_slug(session, slug)
-    adapter = ADAPTERS[source.kind]
+    adapter = connectors.connector_for(source.kind).adapter
     delivery_id = adapter.verify(
         body=body,
         headers=headers,

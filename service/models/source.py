@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlmodel import Field as SQLField
@@ -23,6 +23,7 @@ class SourceKind(StrEnum):
     """Payload format and signature scheme of a source."""
 
     standard = "standard"  # Switchboard's generic format, signed with Standard Webhooks
+    wordpress = "wordpress"  # the Switchboard Connector plugin in; the WordPress REST API out
 
 
 class Source(SQLModel, table=True):
@@ -47,3 +48,7 @@ class Source(SQLModel, table=True):
     thresholds: dict[str, float] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     # Where Switchboard POSTs this platform's events (replies, moderation decisions); None: nothing is sent.
     callback_url: str | None = SQLField(default=None, sa_column=sa.Column(sa.String(2000), nullable=True))
+    # The platform connector's settings (e.g. a WordPress site's address and user) and credentials (a JSON object,
+    # encrypted at rest; never shown again once set).
+    settings: dict[str, Any] | None = SQLField(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    credentials: str | None = SQLField(default=None, sa_column=sa.Column(EncryptedText(), nullable=True))

@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import metrics
+from service.connectors.http import Endpoint, Message, Outcome
 from service.database import SessionFactory, dialect_name, transaction
 from service.models import Comment, QueueItem, Reply, ReplyDelivery, changes
 from service.outbound import endpoints
-from service.outbound.endpoints import Endpoint, Message, Outcome
 from service.outbound.tables import UNFINISHED_STATES, DeliveryState, MessageKind, OutboundMessage
 from service.settings import Settings
 

@@ -1,5 +1,6 @@
 """What a source's platform is told: replies to post, moderation decisions, resolved items (Standard Webhooks
-events to the source's `callback_url`), and how the echo of a delivered reply is recognised.
+events; the source's connector, `service.connectors`, carries them to the platform: the generic connector POSTs
+them to the source's `callback_url`), and how the echo of a delivered reply is recognised.
 
 Events (the body's `type`):
 - `reply.created`: a responder answered through Switchboard; the platform posts the reply under the comment and may
@@ -10,7 +11,8 @@ Events (the body's `type`):
 - `item.resolved`: the item of a comment was closed (answered, answered on the platform, no reply needed, ...).
 
 Every event is an outbox row written in the transaction of its cause, ordered per comment (a release never
-overtakes its hold). A source without a callback URL is told nothing (its replies are `unsent`).
+overtakes its hold). An event the source's platform cannot take (no callback URL; WordPress has no `item.resolved`)
+is not written at all; a reply it cannot take is `unsent`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.models import Comment, ItemState, Member, QueueItem, Reply, ReplyDelivery, Resolution, Source, Thread
+from service import connectors
+from service.models import (
+    Comment,
+    ItemState,
+    Member,
+    MemberIdentity,
+    QueueItem,
+    Reply,
+    ReplyDelivery,
+    Resolution,
+    Source,
+    Thread,
+)
 from service.models.queue import CLOSED_STATES, WAITING_STATES
 from service.outbound import outbox
 from service.outbound.tables import MessageKind
@@ -39,11 +53,8 @@ def source_target(slug: str) -> str:
 
 
 def capabilities(source: Source) -> list[str]:
-    """What Switchboard can do on this source's platform (the generic connector: everything, once it has a
-    callback URL; without one it only receives)."""
-    if not source.callback_url:
-        return ["receive"]
-    return ["receive", "reply", "hold", "release", "reject", "resolve"]
+    """What Switchboard can do on this source's platform, as its connector is configured now."""
+    return list(connectors.capabilities(source))
 
 
 def _event(kind: MessageKind, now: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -62,16 +73,30 @@ async def _comment_ref(session: AsyncSession, comment_id: uuid.UUID) -> tuple[Co
     return comment, ref
 
 
-async def _callback_source(session: AsyncSession, source_id: int) -> Source | None:
+async def _sending_source(session: AsyncSession, source_id: int, event_type: MessageKind) -> Source | None:
+    """The item's source, if it is live and its platform takes this event."""
     source = await session.get(Source, source_id)
-    if source is None or source.deleted_at is not None or not source.callback_url:
+    if source is None or source.deleted_at is not None or not connectors.can_send(source, event_type.value):
         return None
     return source
 
 
+async def _platform_user(session: AsyncSession, member_id: str | None, source_id: int) -> str | None:
+    """The member's user id on the source's platform, if the directory maps one."""
+    if member_id is None:
+        return None
+    found = await session.execute(
+        sa.select(col(MemberIdentity.external_id))
+        .where(col(MemberIdentity.member_id) == member_id, col(MemberIdentity.source_id) == source_id)
+        .order_by(col(MemberIdentity.id))
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
 async def reply_created(session: AsyncSession, reply: Reply, item: QueueItem, *, now: datetime) -> None:
-    """Queue the reply for its platform (or mark it unsent when the source has no callback URL)."""
-    source = await _callback_source(session, item.source_id)
+    """Queue the reply for its platform (or mark it unsent when the source's platform cannot take replies)."""
+    source = await _sending_source(session, item.source_id, MessageKind.reply_created)
     if source is None:
         reply.delivery_state = ReplyDelivery.unsent.value
         session.add(reply)
@@ -85,7 +110,11 @@ async def reply_created(session: AsyncSession, reply: Reply, item: QueueItem, *,
         "reply": {
             "id": str(reply.id),
             "body": reply.body,
-            "author": {"member": reply.member_id, "name": member.name if member is not None else reply.actor},
+            "author": {
+                "member": reply.member_id,
+                "name": member.name if member is not None else reply.actor,
+                "platform_user_id": await _platform_user(session, reply.member_id, item.source_id),
+            },
         },
     }
     target = source_target(source.slug)
@@ -128,8 +157,11 @@ async def item_changed(
     kinds = _decisions(item, before_state)
     if not kinds:
         return
-    source = await _callback_source(session, item.source_id)
-    if source is None:
+    source = await session.get(Source, item.source_id)
+    if source is None or source.deleted_at is not None:
+        return
+    kinds = [kind for kind in kinds if connectors.can_send(source, kind.value)]
+    if not kinds:
         return
     comment, ref = await _comment_ref(session, item.comment_id)
     target = source_target(source.slug)

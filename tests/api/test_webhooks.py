@@ -304,7 +304,7 @@ def test_standard_webhooks_published_test_vector_verifies() -> None:
     # The vector from the Standard Webhooks reference libraries' test suites.
     from datetime import UTC, datetime
 
-    from service.ingest.adapters.standard import verify
+    from service.connectors.standard import verify
 
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'

@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col
 
+from service.connectors.http import MAX_RETRY_AFTER_SECONDS, Outcome, judge, retry_after_seconds
 from service.database import SessionFactory, create_engine, create_session_factory, transaction
 from service.outbound import delivery, outbox
-from service.outbound.endpoints import MAX_RETRY_AFTER_SECONDS, Outcome, judge, retry_after_seconds
 from service.outbound.tables import DeliveryState, MessageKind, OutboundMessage
 from service.settings import Settings
 from tests.conftest import make_settings

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from classifiers.pipeline import Analysis, BatchingAnalyser
+from service.connectors.base import CommentEvent, ThreadRef
 from service.database import SessionFactory, create_engine, create_session_factory, transaction
-from service.ingest.adapters import CommentEvent, ThreadRef
 from service.ingest.events import apply_event
 from service.jobs import processing
 from service.jobs.backends import reconcile

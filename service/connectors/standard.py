@@ -1,6 +1,8 @@
-"""Switchboard's generic event format, signed with Standard Webhooks v1 (https://www.standardwebhooks.com).
+"""Kind `standard`: Switchboard's generic event format, signed with Standard Webhooks v1
+(https://www.standardwebhooks.com), for any platform or bridge that speaks it.
 
-`sign` (from service.signing) is re-exported: platforms' test code and Switchboard's own tests sign with it.
+Inbound, the generic format below. Outbound, Switchboard's own events (`service.outbound.platform`) POSTed to the
+source's `callback_url`, signed with the source's signing secret: every capability once a callback URL is set.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from service.connectors.base import Capability, CommentEvent, Person, ThreadRef
+from service.connectors.http import SignedWebhook
 from service.errors import InvalidPayload, InvalidSignature
-from service.ingest.adapters import CommentEvent, Person, ThreadRef
 from service.inputs import InvalidJson, parse_json, to_utc
+from service.models import Source
 from service.signing import digest
 
 MAX_WEBHOOK_ID_LENGTH = 200
@@ -210,3 +214,25 @@ class StandardAdapter:
     def parse(self, body: bytes) -> CommentEvent:
         """Switchboard's generic format."""
         return parse(body)
+
+
+class StandardConnector:
+    """Kind `standard`: no platform settings or credentials; the callback URL and the signing secret suffice."""
+
+    kind = "standard"
+    adapter = StandardAdapter()
+
+    def check(self, settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
+        """Nothing to set."""
+        if settings or credentials:
+            raise InvalidPayload("A standard source takes no `settings` or `credentials` (only a `callback_url`).")
+
+    def capabilities(self, source: Source) -> list[Capability]:
+        """Everything once it has a callback URL; without one it only receives."""
+        if not source.callback_url:
+            return ["receive"]
+        return ["receive", "reply", "hold", "release", "reject", "resolve"]
+
+    def endpoint(self, source: Source) -> SignedWebhook | None:
+        """The callback URL, signed with the source's secret."""
+        return SignedWebhook(url=source.callback_url, secret=source.secret) if source.callback_url else None
