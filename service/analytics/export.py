@@ -70,7 +70,8 @@ def _page(w: Window, last: tuple[datetime, uuid.UUID] | None) -> sa.Select[Any]:
 
     cte, per = w.base(_columns(w), shape=shape, places=True, joins=comment)
     decided = per.sla_decided()
-    own = [column for column in cte.c if column.name not in ("needs", "fr", "due", "state", "received")]
+    computed = ("needs", "answered", "frs", "sla_met", "waiting", "fr", "due", "state", "received")
+    own = [column for column in cte.c if column.name not in computed]
     return sa.select(
         *own, per.received.label("received_at"), per.state.label("state"), per.needs.label("needs_answer"),
         per.answered().label("answered"), per.fr.label("first_response_at"),

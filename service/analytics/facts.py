@@ -14,20 +14,15 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from service.analytics import upkeep
 from service.analytics.tables import AnalyticsFact
 from service.database import table
-from service.models import QueueItem, Resolution, Source, Thread
+from service.models import QueueItem, Source, Thread
 from service.models.base import UTCDateTime
-from service.models.queue import WAITING_STATES
 
 Dialect = Literal["sqlite", "postgresql"]
 Key = Literal["channel", "topic", "team", "member", "source", "thread", "week", "day", "answered_by"]
 
-# Closed this way, an item is marked as needing no reply (by its rule's no_reply, or by a person or routing).
-NOT_NEEDING = (
-    Resolution.no_reply_needed, Resolution.duplicate, Resolution.spam, Resolution.out_of_scope,
-    Resolution.follow_up, Resolution.staff_reply,
-)  # fmt: skip
 SENTIMENTS = ("negative", "neutral", "positive")
 
 f = table(AnalyticsFact)
@@ -38,6 +33,11 @@ s = table(Source)
 
 def _flag(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.case((condition, 1), else_=0)
+
+
+def _int(flag: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    """A stored boolean as 0 or 1, for sums."""
+    return sa.cast(flag, sa.Integer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +55,7 @@ class Window:
 
     def seconds(self, later: sa.ColumnElement[Any], earlier: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
         """later - earlier in seconds (a float)."""
-        if self.dialect == "postgresql":
-            return sa.cast(sa.extract("epoch", later - earlier), sa.Float)
-        return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+        return upkeep.seconds(self.dialect, later, earlier)
 
     def now_value(self) -> sa.ColumnElement[datetime]:
         return sa.literal(self.now, UTCDateTime())
@@ -77,17 +75,8 @@ class Window:
     # ---- the definitions --------------------------------------------------------------------------------------
 
     def needs(self) -> sa.ColumnElement[int]:
-        """1 if the comment needs an answer (see the package's definitions), else 0."""
-        routed = sa.or_(f.c.member_id.is_not(None), f.c.team_id.is_not(None))
-        return sa.case(
-            (f.c.item_id.is_(None), 0),
-            (f.c.no_reply.is_(True), 0),
-            (sa.func.coalesce(f.c.resolution, "").in_([r.value for r in NOT_NEEDING]), 0),
-            (sa.and_(f.c.deleted.is_(True), f.c.first_response_at.is_(None)), 0),
-            (routed, 1),
-            (f.c.needs_label.is_(True), 1),
-            else_=0,
-        )
+        """1 if the comment needs an answer (decided when its fact row was derived: `upkeep.derive`), else 0."""
+        return _int(f.c.needs)
 
     def escalated(self) -> sa.ColumnElement[int]:
         return _flag(f.c.escalated.is_(True))
@@ -169,7 +158,9 @@ class Window:
         order and limit."""
         select = self.rows(
             [
-                self.needs().label("needs"), f.c.first_response_at.label("fr"), f.c.due_at.label("due"),
+                self.needs().label("needs"), _int(f.c.answered).label("answered"),
+                f.c.first_response_seconds.label("frs"), _int(f.c.sla_met).label("sla_met"),
+                _int(f.c.waiting).label("waiting"), f.c.first_response_at.label("fr"), f.c.due_at.label("due"),
                 f.c.state.label("state"), f.c.received_at.label("received"), *columns,
             ],
             keys,
@@ -177,37 +168,53 @@ class Window:
             joins=joins,
         )  # fmt: skip
         cte = (shape(select) if shape else select).cte("per_comment")
-        return cte, Answers(self, cte.c.needs, cte.c.fr, cte.c.due, cte.c.state, cte.c.received)
+        return cte, Answers(self, cte)
 
 
 @dataclass(frozen=True, slots=True)
 class Answers:
-    """The answer figures of one comment, derived from whether it needs an answer, its first response, deadline,
-    state and receipt (columns of `Window.base`)."""
+    """The answer figures of one comment, from the columns of `Window.base` (`cte`): those decided when the fact row
+    was derived, and those that depend on the window's `now`."""
 
     w: Window
-    needs: sa.ColumnElement[int]
-    fr: sa.ColumnElement[datetime]
-    due: sa.ColumnElement[datetime]
-    state: sa.ColumnElement[str]
-    received: sa.ColumnElement[datetime]
+    cte: sa.CTE
+
+    @property
+    def needs(self) -> sa.ColumnElement[int]:
+        return self.cte.c.needs
+
+    @property
+    def fr(self) -> sa.ColumnElement[datetime]:
+        return self.cte.c.fr
+
+    @property
+    def due(self) -> sa.ColumnElement[datetime]:
+        return self.cte.c.due
+
+    @property
+    def state(self) -> sa.ColumnElement[str]:
+        return self.cte.c.state
+
+    @property
+    def received(self) -> sa.ColumnElement[datetime]:
+        return self.cte.c.received
 
     def answered(self) -> sa.ColumnElement[int]:
-        return sa.case((self.fr.is_(None), 0), else_=self.needs)
+        return self.cte.c.answered
 
     def first_response(self) -> sa.ColumnElement[float]:
         """Seconds from receipt to the first response, for answered comments (else NULL)."""
-        return sa.case((self.answered() == 1, self.w.seconds(self.fr, self.received)), else_=sa.null())
+        return self.cte.c.frs
 
     def sla_decided(self) -> sa.ColumnElement[int]:
         decided = sa.or_(self.fr.is_not(None), self.due <= self.w.now_value())
         return sa.case((sa.and_(self.due.is_not(None), decided), self.needs), else_=0)
 
     def sla_met(self) -> sa.ColumnElement[int]:
-        return sa.case((self.fr <= self.due, self.answered()), else_=0)
+        return self.cte.c.sla_met
 
     def waiting(self) -> sa.ColumnElement[int]:
-        return sa.case((self.state.in_([st.value for st in WAITING_STATES]), self.needs), else_=0)
+        return self.cte.c.waiting
 
     def age(self) -> sa.ColumnElement[float]:
         """Seconds since receipt, for the backlog (else NULL)."""

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.analytics.facts import SENTIMENTS, Answers, Key, Window, t
@@ -27,6 +28,7 @@ from service.analytics.scope import Scope, window
 
 GroupKey = tuple[Any, ...]
 TOP_TOPICS = 10
+WORK_MEM = "64MB"  # PostgreSQL: a breakdown sorts the window's rows by group for its percentiles
 _COUNTS = ("needs", "answered", "sla_decided", "sla_met", "escalated", "waiting", "held", "approved", "rejected", "pii")
 
 
@@ -44,9 +46,11 @@ class Totals:
     topics: dict[str, int] = field(default_factory=dict)
 
 
-def _pg_percentiles(per: Answers) -> list[tuple[float, sa.ColumnElement[Any]]]:
-    """The percentiles PostgreSQL computes with the sums: first response p50 and p90, backlog age p50."""
-    return [(0.5, per.first_response()), (0.9, per.first_response()), (0.5, per.age())]
+def _pg_percentiles(per: Answers) -> list[sa.ColumnElement[Any]]:
+    """The percentiles PostgreSQL computes with the sums: first response p50 and p90 (one sort for both), backlog age
+    p50."""
+    both = sa.func.percentile_cont(postgresql.array([0.5, 0.9]), type_=postgresql.ARRAY(sa.Float))
+    return [both.within_group(per.first_response()), sa.func.percentile_cont(0.5).within_group(per.age())]
 
 
 def _keys(sub: sa.Subquery | sa.CTE, n: int) -> list[sa.ColumnElement[Any]]:
@@ -111,26 +115,25 @@ async def percentiles(
 
 
 async def _mixes(session: AsyncSession, w: Window, keys: Sequence[Key]) -> dict[str, dict[GroupKey, dict[str, int]]]:
-    """Counts per emotion and per topic, per group: one pass over the comments (each label read once)."""
-    cte = (
-        w.rows([w.emotion().label("emotion"), w.topic().label("topic")], keys).cte("labels").prefix_with("MATERIALIZED")
-    )
-    ks = _keys(cte, len(keys))
-    parts = [
-        sa.select(sa.literal(kind).label("kind"), *ks, cte.c[kind].label("l"), sa.func.count().label("n"))
-        .where(cte.c[kind].is_not(None))
-        .group_by(*ks, cte.c[kind])
-        for kind in ("emotion", "topic")
-    ]
+    """Counts per emotion and per topic, per group: one pass, counting each (emotion, topic) pair per group."""
+    rows = w.rows([w.emotion().label("emotion"), w.topic().label("topic")], keys).subquery("labels")
+    ks = _keys(rows, len(keys))
+    stmt = sa.select(*ks, rows.c.emotion, rows.c.topic, sa.func.count()).group_by(*ks, rows.c.emotion, rows.c.topic)
     found: dict[str, dict[GroupKey, dict[str, int]]] = {"emotion": defaultdict(dict), "topic": defaultdict(dict)}
     n = len(keys)
-    for row in await session.execute(sa.union_all(*parts)):
-        found[row[0]][tuple(row[1 : 1 + n])][row[1 + n]] = int(row[2 + n])
+    for row in await session.execute(stmt):
+        key, emotion, topic, count = tuple(row[:n]), row[n], row[n + 1], int(row[n + 2])
+        for kind, label in (("emotion", emotion), ("topic", topic)):
+            if label is not None:
+                group = found[kind][key]
+                group[label] = group.get(label, 0) + count
     return found
 
 
 async def totals(session: AsyncSession, w: Window, keys: Sequence[Key]) -> dict[GroupKey, Totals]:
     """Every group's aggregates (groups with no comment are absent)."""
+    if w.dialect == "postgresql":  # the per-group sorts of the percentiles stay in memory (this transaction only)
+        await session.execute(sa.text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     columns: list[sa.ColumnElement[Any]] = [
         w.escalated().label("escalated"), w.held().label("held"), w.approved().label("approved"),
         w.rejected().label("rejected"), w.pii().label("pii"), w.sentiment().label("sentiment"),
@@ -148,11 +151,7 @@ async def totals(session: AsyncSession, w: Window, keys: Sequence[Key]) -> dict[
         *(sa.func.coalesce(sa.func.sum(sums[name]), 0) for name in _COUNTS),
         sa.func.max(per.age()),
         *(sa.func.coalesce(sa.func.sum(sa.case((cte.c.sentiment == x, 1), else_=0)), 0) for x in SENTIMENTS),
-        *(
-            (sa.func.percentile_cont(p).within_group(value) for p, value in _pg_percentiles(per))
-            if w.dialect == "postgresql"
-            else ()
-        ),
+        *(_pg_percentiles(per) if w.dialect == "postgresql" else ()),
     ).group_by(*ks)
     n = len(keys)
     found: dict[GroupKey, Totals] = {}
@@ -170,7 +169,9 @@ async def totals(session: AsyncSession, w: Window, keys: Sequence[Key]) -> dict[
             sentiment=sentiment,
         )
         if w.dialect == "postgresql":
-            p50, p90, age = (None if v is None else float(v) for v in values[-3:])
+            both, age = values[-2:]
+            p50, p90 = (None, None) if both is None else (float(both[0]), float(both[1]))
+            age = None if age is None else float(age)
             found[_key_of(row, n)].first_response, found[_key_of(row, n)].age_p50 = (p50, p90), age
     if not found:
         return found

@@ -5,8 +5,9 @@ the item's audit trail in the transaction that changes them, and `switchboard re
 from those rows. The figures read only this table (and the small thread and source tables), so a 90-day summary is
 one scan of narrow rows instead of a join of four tables with JSON parsing and audit-trail lookups.
 
-The columns are the ingredients of the definitions, not their results: whether a comment needs an answer, is in
-the backlog or missed its deadline depends on `now`, and is decided when a query runs.
+The columns are the ingredients of the definitions, and those results of them that do not depend on `now` (needs
+an answer, answered, seconds to the first response, answered within the deadline, waiting); what depends on `now`
+(a deadline passed, the backlog's age) is decided when a query runs.
 """
 
 from __future__ import annotations
@@ -55,3 +56,10 @@ class AnalyticsFact(SQLModel, table=True):
     held: bool = False
     approved: bool = False
     rejected: bool = False
+    # The definitions that do not depend on `now`, decided when the row is derived (see the package's definitions):
+    # needs an answer; answered; seconds to the first response (answered ones); answered by the deadline; waiting.
+    needs: bool = False
+    answered: bool = False
+    first_response_seconds: float | None = None
+    sla_met: bool = False
+    waiting: bool = False

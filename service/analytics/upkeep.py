@@ -31,6 +31,7 @@ from service.audit import chain
 from service.audit.tables import AuditEvent
 from service.database import table
 from service.models import Comment, CommentAnalysis, ItemState, QueueItem, Resolution, changes
+from service.models.queue import WAITING_STATES
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -41,6 +42,11 @@ ev = table(AuditEvent)
 f = table(AnalyticsFact)
 
 CLOSED = (ItemState.answered.value, ItemState.resolved.value)
+# Closed this way, an item is marked as needing no reply (by its rule's no_reply, or by a person or routing).
+NOT_NEEDING = (
+    Resolution.no_reply_needed, Resolution.duplicate, Resolution.spam, Resolution.out_of_scope,
+    Resolution.follow_up, Resolution.staff_reply,
+)  # fmt: skip
 CHUNK = 500  # comments refreshed per statement
 
 
@@ -117,6 +123,13 @@ def _label(dialect: Dialect, doc: sa.ColumnElement[Any], head: str) -> sa.Column
     return sa.case((is_string, sa.func.nullif(text, "")), else_=sa.null())
 
 
+def seconds(dialect: Dialect, later: sa.ColumnElement[Any], earlier: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
+    """later - earlier in seconds (a float)."""
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", later - earlier), sa.Float)
+    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+
+
 def _item_target(dialect: Dialect) -> sa.ColumnElement[str]:
     """A queue item's id as the audit trail names it (with dashes)."""
     if dialect == "postgresql":
@@ -144,6 +157,18 @@ def derive(dialect: Dialect, comment_ids: Collection[uuid.UUID] | None = None) -
         return sa.func.coalesce(history.c[name], 0) == 1
 
     has_item = q.c.id.is_not(None)
+    needs_label = sa.func.coalesce(_label(dialect, a.c.classification, "needs_answer") == "needs_answer", sa.false())
+    # Needs an answer: see the package's definitions.
+    needs = sa.case(
+        (q.c.id.is_(None), sa.false()),
+        (sa.func.coalesce(q.c.no_reply, sa.false()).is_(True), sa.false()),
+        (sa.func.coalesce(q.c.resolution, "").in_([r.value for r in NOT_NEEDING]), sa.false()),
+        (sa.and_(c.c.deleted_at.is_not(None), q.c.first_response_at.is_(None)), sa.false()),
+        (sa.or_(q.c.member_id.is_not(None), q.c.team_id.is_not(None)), sa.true()),
+        else_=needs_label,
+    )
+    answered = sa.and_(needs, q.c.first_response_at.is_not(None))
+    waiting = sa.and_(needs, sa.func.coalesce(q.c.state, "").in_([st.value for st in WAITING_STATES]))
     joined = (
         c.outerjoin(q, q.c.comment_id == c.c.id)
         .outerjoin(a, a.c.comment_id == c.c.id)
@@ -170,14 +195,19 @@ def derive(dialect: Dialect, comment_ids: Collection[uuid.UUID] | None = None) -
             ),
             sa.case((has_item, q.c.topic), else_=_label(dialect, a.c.classification, "topic")).label("topic"),
             _label(dialect, a.c.classification, "emotion").label("emotion"),
-            sa.func.coalesce(_label(dialect, a.c.classification, "needs_answer") == "needs_answer", sa.false()).label(
-                "needs_label"
-            ),
+            needs_label.label("needs_label"),
             (sa.func.coalesce(sa.func.json_array_length(a.c.pii), 0) > 0).label("pii"),
             flag("escalated").label("escalated"),
             sa.or_(sa.func.coalesce(q.c.state, "") == ItemState.held.value, flag("held")).label("held"),
             flag("approved").label("approved"),
             flag("rejected").label("rejected"),
+            needs.label("needs"),
+            answered.label("answered"),
+            sa.case((answered, seconds(dialect, q.c.first_response_at, c.c.received_at)), else_=sa.null()).label(
+                "first_response_seconds"
+            ),
+            sa.func.coalesce(sa.and_(answered, q.c.first_response_at <= q.c.due_at), sa.false()).label("sla_met"),
+            waiting.label("waiting"),
         )
         .select_from(joined)
         .where(c.c.echo_of_reply_id.is_(None))

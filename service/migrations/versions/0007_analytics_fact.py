@@ -48,6 +48,11 @@ def upgrade() -> None:
         sa.Column("held", sa.Boolean(), nullable=False),
         sa.Column("approved", sa.Boolean(), nullable=False),
         sa.Column("rejected", sa.Boolean(), nullable=False),
+        sa.Column("needs", sa.Boolean(), nullable=False),
+        sa.Column("answered", sa.Boolean(), nullable=False),
+        sa.Column("first_response_seconds", sa.Float(), nullable=True),
+        sa.Column("sla_met", sa.Boolean(), nullable=False),
+        sa.Column("waiting", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["comment_id"], ["comment.id"]),
         sa.PrimaryKeyConstraint("comment_id"),
     )
