@@ -183,11 +183,14 @@ async def rotate_secret(
 
 _SETTINGS = (
     "The platform connector's settings. wordpress: `site_url` (the site's address), `username` (the WordPress user "
-    "of the Application Password, with `moderate_comments`), `reject_as` (`spam`, the default, or `trash`)."
+    "of the Application Password, with `moderate_comments`), `reject_as` (`spam`, the default, or `trash`). "
+    "discourse: `base_url` (the forum's address), `api_username` (the moderator or admin the API key acts as), "
+    "`reject_as` (`hide`, the default, or `delete`)."
 )
 _CREDENTIALS = (
     "The platform connector's secrets, encrypted at rest and never shown again (only their names). wordpress: "
-    "`application_password`."
+    "`application_password`. discourse: `api_key` (a key for all users lets replies be posted as the responders' "
+    "own Discourse users)."
 )
 
 
@@ -200,8 +203,9 @@ class SourceIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     kind: SourceKind = Field(
         SourceKind.standard,
-        description="The platform: `standard` (Switchboard's generic format) or `wordpress` (the Switchboard "
-        "Connector plugin; replies and moderation through the REST API).",
+        description="The platform: `standard` (Switchboard's generic format), `wordpress` (the Switchboard "
+        "Connector plugin; replies and moderation through the REST API) or `discourse` (Discourse's own webhooks, "
+        "signed with the source's secret; replies and moderation through its REST API).",
     )
     settings: dict[str, Any] | None = Field(None, description=_SETTINGS)
     credentials: dict[str, Any] | None = Field(None, description=_CREDENTIALS)

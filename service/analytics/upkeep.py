@@ -6,9 +6,12 @@ audit trail. Two things use it:
 - **At commit**, for the comments the transaction changed (`service.models.changes` collects them): their fact rows
   are derived again and upserted, inside the same transaction, before the audit chain takes its lock (so the chain's
   lock stays the last lock a transaction takes). The transaction's own audit events are not written yet at that
-  point; they are read from the session and folded in, by the same rules. On PostgreSQL the comment rows are locked
-  first, in id order, so that two transactions changing different rows of one comment refresh it one after the
-  other, each seeing the other's committed change.
+  point; they are read from the session and folded in, by the same rules. On PostgreSQL each comment's refresh
+  takes a transaction-scoped advisory lock first (in id order), so that two transactions changing different rows of
+  one comment refresh it one after the other, each seeing the other's committed change. Advisory locks, not row
+  locks: they are taken only here, at the end of a transaction, so a holder never waits for another transaction's
+  row locks and no lock cycle can pass through them (a row lock on the comment would wait for the foreign-key locks
+  of whoever is writing its analysis).
 - **`rebuild`** (the `switchboard rebuild-analytics` command, and the migration that introduced the table) derives
   every row afresh. A rebuild and the upkeep at commit give the same table; a test holds them to it.
 """
@@ -231,8 +234,9 @@ def refresh(session: Session, comment_ids: Iterable[uuid.UUID], events: Sequence
     insert: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(f)
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        if dialect == "postgresql":  # one refresh of a comment at a time, in id order (no lock cycle)
-            session.execute(sa.select(c.c.id).where(c.c.id.in_(chunk)).order_by(c.c.id).with_for_update())
+        if dialect == "postgresql":  # one refresh of a comment at a time, in id order (see the module doc)
+            for key in sorted({_lock_key(one) for one in chunk}):
+                session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
         rows = [dict(row._mapping) for row in session.execute(derive(dialect, chunk))]
         _fold(rows, events)
         if rows:
@@ -245,6 +249,11 @@ def refresh(session: Session, comment_ids: Iterable[uuid.UUID], events: Sequence
         gone = [one for one in chunk if one not in kept]
         if gone:
             session.execute(sa.delete(f).where(f.c.comment_id.in_(gone)))
+
+
+def _lock_key(comment_id: uuid.UUID) -> int:
+    """The transaction-scoped advisory lock of a comment's fact row (a signed 64-bit number from its id)."""
+    return int.from_bytes(comment_id.bytes[:8], "big", signed=True)
 
 
 def _fold(rows: list[dict[str, Any]], events: Sequence[AuditEvent]) -> None:

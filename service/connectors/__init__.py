@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from service.connectors.base import NEEDS, Capability, Connector
+from service.connectors.discourse import DiscourseConnector
 from service.connectors.standard import StandardConnector
 from service.connectors.wordpress import WordPressConnector
 from service.models import Source
 
-CONNECTORS: Mapping[str, Connector] = {c.kind: c for c in (StandardConnector(), WordPressConnector())}
+CONNECTORS: Mapping[str, Connector] = {
+    c.kind: c for c in (StandardConnector(), WordPressConnector(), DiscourseConnector())
+}
 
 
 def connector_for(kind: str) -> Connector:

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from service.connectors.http import Endpoint
     from service.models import Source
 
-EventAction = Literal["created", "updated", "deleted"]
+# "ignored": a verified delivery about no comment (a platform's ping, a forum topic's opening post): answered 2xx,
+# nothing stored but the delivery and, if the event names one, its thread.
+EventAction = Literal["created", "updated", "deleted", "ignored"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,9 @@ from service.outbound import platform
 from service.routing.dispatch import close_for_deleted_comment
 from service.settings import Settings
 
-Outcome = Literal["created", "updated", "deleted", "unchanged", "duplicate_comment", "ignored_deleted", "ignored_stale"]
+Outcome = Literal[
+    "created", "updated", "deleted", "unchanged", "duplicate_comment", "ignored_deleted", "ignored_stale", "ignored"
+]
 
 
 @dataclass(slots=True)
@@ -108,6 +110,9 @@ async def apply_event(
     session: AsyncSession, *, source_id: int, event: CommentEvent, now: datetime, max_attempts: int
 ) -> Receipt:
     """Apply one comment event to the stored comment (idempotent per external comment id)."""
+    if event.action == "ignored":  # about no comment (a ping, a topic's opening post): keep what it says of a thread
+        await _upsert_thread(session, source_id=source_id, thread=event.thread, now=now)
+        return Receipt(comment_id=None, duplicate=False, outcome="ignored")
     if event.action == "deleted":
         return await _delete(session, source_id=source_id, external_id=event.external_id, now=now)
     thread_id = await _upsert_thread(session, source_id=source_id, thread=event.thread, now=now)
@@ -179,7 +184,9 @@ async def _lock_comment(session: AsyncSession, *, source_id: int, external_id: s
     stmt = (
         sa.select(Comment)
         .where(col(Comment.source_id) == source_id, col(Comment.external_id) == external_id)
-        .with_for_update()
+        # NO KEY UPDATE: processing inserts the comment's analysis meanwhile, whose foreign key takes a KEY SHARE
+        # lock on this row; FOR UPDATE would wait for it while processing waits for our job rows (a deadlock).
+        .with_for_update(key_share=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -198,12 +205,15 @@ async def _upsert_thread(
         "author_name": thread.author.name if thread.author else None,
         "author_email": thread.author.email if thread.author else None,
     }
+    # An event that does not name the story's author does not know it (a forum reply does not repeat who opened the
+    # topic): the author an earlier event gave is kept.
+    unknown = ("author_external_id", "author_name", "author_email") if thread.author is None else ()
     thread_id: int = await insert_ignore(
         session,
         table(Thread),
         {"source_id": source_id, "external_id": thread.external_id, "created_at": now, "updated_at": now, **fields},
         conflict_columns=["source_id", "external_id"],
-        update_columns=[*fields, "updated_at"],  # the latest event's view of the story wins
+        update_columns=[*(f for f in fields if f not in unknown), "updated_at"],  # the latest event's view wins
         returning=table(Thread).c.id,
     )
     return thread_id
@@ -280,8 +290,9 @@ async def _delete(session: AsyncSession, *, source_id: int, external_id: str, no
     comment.author_external_id = comment.author_name = comment.author_department = None
     comment.deleted_at = comment.updated_at = now
     await session.execute(sa.update(CommentVersion).where(col(CommentVersion.comment_id) == comment.id).values(body=""))
-    await session.execute(sa.delete(CommentAnalysis).where(col(CommentAnalysis.comment_id) == comment.id))
+    # Jobs before the analysis: processing locks its job, then the analysis; the same order here (no lock cycle).
     await _cancel_open_jobs(session, comment.id, states=OPEN_JOB_STATES, now=now, reason="comment deleted")
+    await session.execute(sa.delete(CommentAnalysis).where(col(CommentAnalysis.comment_id) == comment.id))
     await close_for_deleted_comment(session, comment.id, now=now)
     await session.flush()
     return Receipt(comment_id=comment.id, duplicate=False, outcome="deleted")

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from service.database import SessionFactory
 from service.jobs import processing
@@ -29,6 +29,8 @@ from service.routing import simulation
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+CLOSE_GRACE_SECONDS = 10.0  # how long closing waits for a batch or sweep under way
 
 PROCESS_JOB_FUNCTION = "process_comment_jobs"
 SIMULATION_JOB_FUNCTION = "run_simulation"
@@ -77,6 +79,15 @@ class InlineBackend:
         self._queue: asyncio.Queue[uuid.UUID] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._simulations: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
+
+    async def _finishing(self, work: Awaitable[T]) -> T:
+        """Run one batch or sweep so that `close` lets it finish (for up to CLOSE_GRACE_SECONDS) instead of cutting
+        its transaction off in the middle (which, on SQLite, would leave the file locked until the process ends)."""
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
 
     async def start(self) -> None:
         """Start the consumer and the reconciler (which first picks up work left by an earlier run)."""
@@ -118,12 +129,19 @@ class InlineBackend:
             raise RuntimeError("the in-process delivery loop is not running")
 
     async def close(self) -> None:
-        """Stop the tasks; unfinished rows stay pending or running and are picked up on the next start."""
+        """Stop the tasks, letting a batch or sweep under way finish first (briefly); unfinished rows stay pending
+        or running and are picked up on the next start."""
         for task in [*self._tasks, *self._simulations]:
             task.cancel()
         for task in [*self._tasks, *self._simulations]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=CLOSE_GRACE_SECONDS)
+        for work in set(self._inflight):
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
         self._tasks = []
         self._queue = None
         if self._outbound is not None:
@@ -142,7 +160,7 @@ class InlineBackend:
             while len(batch) < self._settings.inline_batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                await self._run_batch(list(dict.fromkeys(batch)))
+                await self._finishing(self._run_batch(list(dict.fromkeys(batch))))
             except Exception:  # the rows stay claimed and are handed out again after the lease
                 log.exception("inline batch of %d jobs failed", len(batch))
             finally:
@@ -154,8 +172,12 @@ class InlineBackend:
         while True:
             try:
                 now = self._clock()
-                await reconcile(self._factory, self._settings, self.enqueue, now=now, queue_was_lost=first)
-                for simulation_id in await simulation.pending(self._factory, settings=self._settings, now=now):
+                await self._finishing(
+                    reconcile(self._factory, self._settings, self.enqueue, now=now, queue_was_lost=first)
+                )
+                for simulation_id in await self._finishing(
+                    simulation.pending(self._factory, settings=self._settings, now=now)
+                ):
                     await self.run_simulation(simulation_id)
                 first = False
             except Exception:
@@ -166,7 +188,7 @@ class InlineBackend:
         while True:
             await asyncio.sleep(self._settings.sla_sweep_interval_seconds)
             try:
-                await sla.sweep(self._factory, settings=self._settings, now=self._clock())
+                await self._finishing(sla.sweep(self._factory, settings=self._settings, now=self._clock()))
             except Exception:
                 log.exception("SLA sweep failed")
 

@@ -24,6 +24,7 @@ class SourceKind(StrEnum):
 
     standard = "standard"  # Switchboard's generic format, signed with Standard Webhooks
     wordpress = "wordpress"  # the Switchboard Connector plugin in; the WordPress REST API out
+    discourse = "discourse"  # Discourse's own webhooks in; its REST API out
 
 
 class Source(SQLModel, table=True):

@@ -22,6 +22,7 @@ from service.outbound.delivery import Limiter
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+CLOSE_GRACE_SECONDS = 10.0  # how long closing waits for a delivery round under way
 
 Periodic = Callable[[datetime], Awaitable[object]]
 
@@ -45,6 +46,7 @@ class InlineRunner:
         self._periodic = list(periodic)  # e.g. the notifications' batcher, run before each round
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._round: asyncio.Future[int] | None = None  # the round under way
         self._client: httpx.AsyncClient | None = None
 
     def wake(self, ids: Sequence[int]) -> None:  # noqa: ARG002  (the loop claims whatever is due)
@@ -63,6 +65,12 @@ class InlineRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._round is not None and not self._round.done():
+            await asyncio.wait({self._round}, timeout=CLOSE_GRACE_SECONDS)
+            self._round.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._round
+        self._round = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -102,7 +110,9 @@ class InlineRunner:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                # Shielded: closing lets a round under way finish (see `close`) rather than cut a transaction off.
+                self._round = asyncio.ensure_future(self.run_once())
+                await asyncio.shield(self._round)
             except Exception:
                 log.exception("outbound delivery round failed")
             with contextlib.suppress(TimeoutError):
