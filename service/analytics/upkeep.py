@@ -7,7 +7,7 @@ audit trail. Two things use it:
   are derived again and upserted, inside the same transaction, before the audit chain takes its lock (so the chain's
   lock stays the last lock a transaction takes). The transaction's own audit events are not written yet at that
   point; they are read from the session and folded in, by the same rules. On PostgreSQL each comment's refresh
-  takes a transaction-scoped advisory lock first (in id order), so that two transactions changing different rows of
+  takes a transaction-scoped advisory lock first (in key order), so that two transactions changing different rows of
   one comment refresh it one after the other, each seeing the other's committed change. Advisory locks, not row
   locks: they are taken only here, at the end of a transaction, so a holder never waits for another transaction's
   row locks and no lock cycle can pass through them (a row lock on the comment would wait for the foreign-key locks
@@ -234,7 +234,7 @@ def refresh(session: Session, comment_ids: Iterable[uuid.UUID], events: Sequence
     insert: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(f)
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        if dialect == "postgresql":  # one refresh of a comment at a time, in id order (see the module doc)
+        if dialect == "postgresql":  # one refresh of a comment at a time, locks taken in key order (module doc)
             for key in sorted({_lock_key(one) for one in chunk}):
                 session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
         rows = [dict(row._mapping) for row in session.execute(derive(dialect, chunk))]
