@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from service import connectors
 from service.audit import chain as audit
+from service.connectors.base import credentials_of
 from service.errors import AlreadyExists, NotFound
 from service.inputs import set_fields
 from service.models import Source
@@ -34,7 +35,7 @@ def to_public(source: Source) -> SourcePublic:
         webhook_path=f"/v1/webhooks/{source.slug}",
         callback_url=source.callback_url,
         settings=dict(source.settings or {}),
-        credentials_set=sorted(json.loads(source.credentials or "{}")),
+        credentials_set=sorted(credentials_of(source)),
         capabilities=platform.capabilities(source),
         previous_secret_expires_at=source.previous_secret_expires_at,
         created_at=source.created_at,
@@ -55,7 +56,7 @@ def _audit_view(source: Source) -> dict[str, Any]:
         "thresholds": source.thresholds,
         "callback_url": source.callback_url,
         "settings": source.settings,
-        "credentials_set": sorted(json.loads(source.credentials or "{}")),  # names only, never values
+        "credentials_set": sorted(credentials_of(source)),  # names only, never values
     }
 
 
@@ -122,7 +123,7 @@ async def update(session: AsyncSession, *, slug: str, data: SourceUpdate, actor:
     if "callback_url" in changes and changes["callback_url"] is not None:
         changes["callback_url"] = str(changes["callback_url"])
     settings = _merged(source.settings or {}, changes.pop("settings", None))
-    credentials = _merged(json.loads(source.credentials or "{}"), changes.pop("credentials", None))
+    credentials = _merged(credentials_of(source), changes.pop("credentials", None))
     connectors.connector_for(source.kind).check(settings, credentials)
     if data.settings is not None:
         changes["settings"] = settings or None

@@ -5,10 +5,13 @@ platform; and the capabilities the platform allows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from service.errors import InvalidPayload
 
 if TYPE_CHECKING:
     from service.connectors.http import Endpoint
@@ -115,3 +118,23 @@ class Connector(Protocol):
     def endpoint(self, source: Source) -> Endpoint | None:
         """The outbound endpoint of the source (credentials decrypted), or None if it cannot send anything."""
         ...
+
+
+def credentials_of(source: Source) -> dict[str, Any]:
+    """A source's platform credentials (the column type decrypts them)."""
+    found: dict[str, Any] = json.loads(source.credentials or "{}")
+    return found
+
+
+def refuse_unknown(
+    platform: str,
+    settings: Mapping[str, Any],
+    credentials: Mapping[str, Any],
+    *,
+    setting_keys: set[str],
+    credential_keys: set[str],
+) -> None:
+    """InvalidPayload naming the settings and credentials a connector does not know."""
+    unknown = sorted(set(settings) - setting_keys) + sorted(set(credentials) - credential_keys)
+    if unknown:
+        raise InvalidPayload(f"A {platform} source has no setting {', '.join(map(repr, unknown))}.")

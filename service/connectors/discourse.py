@@ -76,7 +76,7 @@ from typing import Any
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from service.connectors.base import Capability, CommentEvent, Person, ThreadRef
+from service.connectors.base import Capability, CommentEvent, Person, ThreadRef, credentials_of, refuse_unknown
 from service.connectors.http import MAX_RETRY_AFTER_SECONDS, USER_AGENT, Message, Outcome, judge, scrubbed
 from service.errors import InvalidPayload, InvalidSignature
 from service.inputs import InvalidJson, parse_json, to_utc
@@ -526,11 +526,13 @@ class DiscourseConnector:
 
     def check(self, settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         """Known keys only, of the right shapes."""
-        unknown = sorted(set(settings) - {"base_url", "api_username", "reject_as"}) + sorted(
-            set(credentials) - {"api_key"}
+        refuse_unknown(
+            "Discourse",
+            settings,
+            credentials,
+            setting_keys={"base_url", "api_username", "reject_as"},
+            credential_keys={"api_key"},
         )
-        if unknown:
-            raise InvalidPayload(f"A Discourse source has no setting {', '.join(map(repr, unknown))}.")
         base = settings.get("base_url")
         if base is not None and not (
             isinstance(base, str) and base.startswith(("http://", "https://")) and len(base) <= 2000
@@ -547,7 +549,7 @@ class DiscourseConnector:
 
     def _forum(self, source: Source) -> DiscourseForum | None:
         settings = source.settings or {}
-        credentials = json.loads(source.credentials or "{}")
+        credentials = credentials_of(source)
         base, user, key = settings.get("base_url"), settings.get("api_username"), credentials.get("api_key")
         if not (base and user and key):
             return None

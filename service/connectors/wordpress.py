@@ -21,7 +21,6 @@ with `moderate_comments`, e.g. an Editor):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,7 @@ import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from service.connectors import standard
-from service.connectors.base import Capability, CommentEvent, Person, ThreadRef
+from service.connectors.base import Capability, CommentEvent, Person, ThreadRef, credentials_of, refuse_unknown
 from service.connectors.http import Message, Outcome, judge, scrubbed
 from service.errors import InvalidPayload
 from service.inputs import InvalidJson, parse_json, to_utc
@@ -257,11 +256,13 @@ class WordPressConnector:
 
     def check(self, settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         """Known keys only, of the right shapes."""
-        unknown = sorted(set(settings) - {"site_url", "username", "reject_as"}) + sorted(
-            set(credentials) - {"application_password"}
+        refuse_unknown(
+            "WordPress",
+            settings,
+            credentials,
+            setting_keys={"site_url", "username", "reject_as"},
+            credential_keys={"application_password"},
         )
-        if unknown:
-            raise InvalidPayload(f"A WordPress source has no setting {', '.join(map(repr, unknown))}.")
         site = settings.get("site_url")
         if site is not None and not (isinstance(site, str) and site.startswith(("http://", "https://"))):
             raise InvalidPayload("`site_url` must be the WordPress site's http(s) address.")
@@ -276,7 +277,7 @@ class WordPressConnector:
 
     def _site(self, source: Source) -> WordPressSite | None:
         settings = source.settings or {}
-        credentials = json.loads(source.credentials or "{}")
+        credentials = credentials_of(source)
         site, user, password = (
             settings.get("site_url"),
             settings.get("username"),
